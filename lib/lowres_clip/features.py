@@ -1,0 +1,198 @@
+"""Encoding images and prompts, with an on-disk feature cache.
+
+Image features are cached per (model, weights, dataset, split, sample ids, transform); text
+classifier weights per (model, weights, class names, templates). Entries are written atomically
+(temporary file + ``os.replace``), so an interrupted run never leaves a half-written entry, and any
+change of a key part gives a new entry (the old one is simply not used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .datasets import ImageDataset, Sample, SplitDataset, ids_fingerprint
+from .prompts import format_prompts
+
+CACHE_ENV = "LOWRES_CLIP_CACHE"
+
+
+def default_cache_root() -> Path:
+    """``$LOWRES_CLIP_CACHE`` or ``<repo>/.cache/lowres_clip``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".cache" / "lowres_clip"
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:60]
+
+
+class FeatureCache:
+    """A folder of ``torch.save``-d dicts keyed by a hash of their key parts.
+
+    Args:
+        root: cache folder (default :func:`default_cache_root` ``/ "features"``).
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_root() / "features"
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(parts: dict[str, Any]) -> str:
+        """Stable hash of the key parts."""
+        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def path(self, kind: str, parts: dict[str, Any]) -> Path:
+        label = "-".join(_safe(str(parts[p])) for p in ("model", "weights", "dataset", "split") if p in parts)
+        return self.root / kind / f"{label}-{self.key(parts)}.pt"
+
+    def get(self, kind: str, parts: dict[str, Any]) -> dict | None:
+        p = self.path(kind, parts)
+        if not p.is_file():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt entry (should not happen: writes are atomic) is recomputed
+            return None
+
+    def put(self, kind: str, parts: dict[str, Any], value: dict) -> Path:
+        p = self.path(kind, parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, p)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return p
+
+    def get_or_compute(self, kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
+        """Return the cached dict for ``parts`` or compute, store and return it."""
+        hit = self.get(kind, parts)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        value = compute()
+        self.put(kind, parts, value)
+        return value
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_images(
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    desc: str = "encoding images",
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """L2-normalised image features ``[N, D]`` (float32, on CPU) of every item of ``dataset``."""
+    device = torch.device(device) if device is not None else model_device(model)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    out = []
+    for images, _, _ in tqdm(loader, desc=desc, leave=False):
+        feats = model.encode_image(images.to(device))
+        out.append(F.normalize(feats.float(), dim=-1).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def encode_text_classifier(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Class text embeddings ``[C, D]``: per class, encode each template, L2-normalise, average,
+    L2-normalise (CLIP's prompt ensembling). Keeps the autograd graph when gradients are enabled
+    (text-tower training); wrap in ``torch.no_grad()`` otherwise."""
+    device = torch.device(device) if device is not None else model_device(model)
+    prompts = format_prompts(classnames, templates)
+    flat = [p for per_class in prompts for p in per_class]
+    tokens = tokenizer(flat).to(device)
+    feats = F.normalize(model.encode_text(tokens).float(), dim=-1)
+    feats = feats.view(len(classnames), len(templates), -1).mean(dim=1)
+    return F.normalize(feats, dim=-1)
+
+
+def _transform_id(transform: Callable) -> str:
+    return hashlib.sha1(repr(transform).encode()).hexdigest()[:12]
+
+
+def image_features(
+    bundle,
+    ds: SplitDataset,
+    split: str,
+    samples: Sequence[Sample] | None = None,
+    cache: FeatureCache | None = None,
+    transform: Callable | None = None,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached, L2-normalised features and labels of ``samples`` (default: the whole ``split``).
+
+    The cache key holds the model name, weights, dataset, split name, sample ids and the transform
+    (default: the bundle's evaluation transform).
+    """
+    samples = list(ds.split(split) if samples is None else samples)
+    transform = transform or bundle.preprocess_eval
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    parts = {
+        "model": bundle.model_name,
+        "weights": bundle.weights_id,
+        "dataset": ds.name,
+        "split": split,
+        "ids": ids_fingerprint(samples),
+        "transform": _transform_id(transform),
+    }
+
+    def compute() -> dict:
+        data = ImageDataset(ds.image_root, samples, transform)
+        return {"features": encode_images(bundle.model, data, batch_size, bundle.device, f"{ds.name}/{split}")}
+
+    value = compute() if cache is None else cache.get_or_compute("image", parts, compute)
+    return value["features"], labels
+
+
+def text_classifier(
+    bundle,
+    dataset_name: str,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    cache: FeatureCache | None = None,
+) -> torch.Tensor:
+    """Cached zero-shot classifier weights ``[C, D]`` for the bundle's (frozen) text tower."""
+    parts = {
+        "model": bundle.model_name,
+        "weights": bundle.weights_id,
+        "dataset": dataset_name,
+        "classnames": list(classnames),
+        "templates": list(templates),
+    }
+
+    def compute() -> dict:
+        with torch.no_grad():
+            return {"weights": encode_text_classifier(bundle.model, bundle.tokenizer, classnames, templates).cpu()}
+
+    value = compute() if cache is None else cache.get_or_compute("text", parts, compute)
+    return value["weights"]
