@@ -1,0 +1,49 @@
+# One entry point for set-up, the study and the tests. Every target sets up what it needs.
+#   make study   - set up from nothing, then run the whole study on the embedded CPU default (EuroSAT)
+#   make test    - set up from nothing (incl. Chromium for the browser test), then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= cpu
+DATASET ?= eurosat
+DATA_ROOT ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup study test test-fast browser-deps build-embedded notebooks-clean clean-runs
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lowres-clip)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's chromium for the JupyterLab browser test (Playwright drives the system executable;
+# browser downloads fail on machines without internet).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+build-embedded: setup
+	$(PY) -m lowres_clip.cli build-embedded
+
+study: setup
+	$(PY) -m lowres_clip.study --profile $(PROFILE) --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+test: setup browser-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the browser test (no Chromium needed).
+test-fast: setup
+	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+notebooks-clean:
+	$(PY) -m lowres_clip.cli strip-notebooks notebooks/*.ipynb
+
+clean-runs:
+	rm -rf runs
