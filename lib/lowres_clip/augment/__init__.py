@@ -1,0 +1,67 @@
+"""Label-preserving and label-breaking augmentation (Zhang, Doughty, Snoek, CVPR 2024).
+
+* :func:`generate` with a generator (``classic`` or ``diffusion``) writes images + a manifest;
+* :class:`PreservingDataset` (``(img, label, idx)``) joins the supervised loss;
+* :class:`BreakingPairDataset` (``(view1, view2, source_idx)``) feeds :class:`BreakingLoss`;
+* :func:`augmentation_gallery` shows sources with their variants.
+
+Typical use::
+
+    gen = make_generator("classic")                      # or make_generator("diffusion", dataset="eurosat")
+    out = default_out_dir("eurosat", gen)                 # one folder per generator configuration
+    pres = generate(split.train, ds.image_root, ds.classnames, out, "preserving", gen)
+    brk = generate(split.train, ds.image_root, ds.classnames, out, "breaking", gen)
+    fig = augmentation_gallery(pres + brk)
+"""
+
+from .base import (
+    KINDS,
+    AugmentError,
+    BreakingPairDataset,
+    GeneratorConfig,
+    GeneratorUnavailableError,
+    ImageGenerator,
+    Manifest,
+    ManifestMismatchError,
+    ManifestRow,
+    PreservingDataset,
+    SourceImage,
+    default_out_dir,
+    derive_seed,
+    generate,
+    make_generator,
+    settings_folder_name,
+)
+from .breaking_loss import BREAKING_WEIGHT, BreakingLoss, MemoryBank
+from .classic import ClassicConfig, ClassicGenerator
+from .diffusion import DIFFUSION_PROMPTS, DiffusionConfig, DiffusionGenerator
+from .gallery import augmentation_gallery
+
+__all__ = [
+    "KINDS",
+    "AugmentError",
+    "BREAKING_WEIGHT",
+    "BreakingLoss",
+    "BreakingPairDataset",
+    "ClassicConfig",
+    "ClassicGenerator",
+    "DIFFUSION_PROMPTS",
+    "DiffusionConfig",
+    "DiffusionGenerator",
+    "GeneratorConfig",
+    "GeneratorUnavailableError",
+    "ImageGenerator",
+    "Manifest",
+    "ManifestMismatchError",
+    "ManifestRow",
+    "MemoryBank",
+    "PreservingDataset",
+    "SourceImage",
+    "augmentation_gallery",
+    "default_out_dir",
+    "derive_seed",
+    "generate",
+    "make_generator",
+    "settings_folder_name",
+]
+
