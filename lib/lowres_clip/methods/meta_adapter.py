@@ -1,0 +1,284 @@
+"""Meta-Adapter (Cheng et al., 2024): an online few-shot learner for vision-language models.
+
+For every class, the class text embedding ``t`` is the query of a single cross-attention whose
+keys and values are ``t`` itself plus the class's K support image features ``s_1..s_K``:
+
+    a      = softmax( (W_q t) . (W_k [t, s_1..s_K]) / sqrt(d) )      (bias-free W_q, W_k)
+    out    = a . [t, s_1..s_K]                                        (values are not projected)
+    g      = sigmoid(w_g . t + b_g)                                   (gate, b_g initialised to 1)
+    t'     = normalize(t + g * out)                                   (residual, L2 normalisation)
+
+and images are classified by ``100 * cos(image, t')``. The attention is a weighted sum over the
+support set, so ``t'`` does not depend on the order of the support images. Attention dropout
+(default 0.4) regularises training. Classes may have different numbers of support images (long
+tails): the support is packed into ``[C, K_max, D]`` with a boolean mask (:func:`pack_support`).
+
+Training is episodic on the few-shot set: support and queries are drawn from the same K shots;
+each query's own image is left out of its support, and one random image of every other class too,
+so that support sizes do not give the label away (:func:`episode_mask`; a class with one image
+keeps it), optionally keeping a random ``episode_shots`` subset per class; evaluation uses all K
+shots.
+:func:`meta_pretrain` meta-trains the adapter on other (held-out, "base") classes first, as in the
+paper, where the adapter then generalises to novel classes online.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import trange
+
+from ..utils import AdaptationError, seeded
+from .zero_shot import cosine_logits
+
+
+@dataclass
+class MetaAdapterConfig:
+    """Meta-Adapter options.
+
+    Attributes:
+        dropout: dropout on the attention weights during training (0.4 as in the seed work).
+        num_heads: attention heads (1 in the paper).
+        exclude_query: during training, leave each query's own image out of its support set (and
+            one random image of every other class; see :func:`episode_mask`).
+        episode_shots: if set, each training step keeps at most this many random support images
+            per class (simulates K-shot episodes when more shots are available); ``None`` = all.
+        gate_bias_init: initial gate bias (paper: 1, i.e. ``sigmoid(1) ~ 0.73``).
+    """
+
+    dropout: float = 0.4
+    num_heads: int = 1
+    exclude_query: bool = True
+    episode_shots: int | None = None
+    gate_bias_init: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdaptationError(f"Meta-Adapter dropout must be in [0, 1), got {self.dropout!r}.")
+        if self.num_heads <= 0:
+            raise AdaptationError(f"Meta-Adapter num_heads must be positive, got {self.num_heads!r}.")
+        if self.episode_shots is not None and self.episode_shots <= 0:
+            raise AdaptationError(f"episode_shots must be positive or None, got {self.episode_shots!r}.")
+
+
+class MetaAdapter(nn.Module):
+    """The Meta-Adapter module (see the module docstring for the equations).
+
+    Args:
+        dim: embedding dimension D.
+        num_heads: attention heads (D must be divisible by it).
+        dropout: attention-weight dropout in training.
+        gate_bias_init: initial bias of the gate.
+        seed: seed of the Xavier initialisation (``None``: global RNG).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, dropout: float = 0.4, gate_bias_init: float = 1.0,
+                 seed: int | None = 0):
+        super().__init__()
+        if dim % num_heads:
+            raise AdaptationError(f"Meta-Adapter dim {dim} is not divisible by num_heads {num_heads}.")
+        self.dim, self.num_heads, self.dropout = dim, num_heads, dropout
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.gate = nn.Linear(dim, 1, bias=True)
+        with seeded(seed), torch.no_grad():
+            nn.init.xavier_uniform_(self.q_proj.weight)
+            nn.init.xavier_uniform_(self.k_proj.weight)
+            nn.init.xavier_uniform_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, gate_bias_init)
+
+    def gate_values(self, text: torch.Tensor) -> torch.Tensor:
+        """The gate ``sigmoid(w_g . t + b_g)`` per class: ``[C, D] -> [C, 1]``."""
+        return torch.sigmoid(self.gate(text))
+
+    def forward(self, text: torch.Tensor, support: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Adapted class embeddings.
+
+        Args:
+            text: class text embeddings ``[C, D]`` (L2-normalised).
+            support: support image features ``[C, K, D]`` (L2-normalised; K may be 0).
+            mask: ``[C, K]`` boolean, ``True`` = valid support entry (``None``: all valid), or
+                ``[B, C, K]`` for one support set per query (training episodes).
+
+        Returns:
+            ``[C, D]`` (or ``[B, C, D]`` with a per-query mask) L2-normalised adapted class embeddings.
+        """
+        c, k, d = support.shape
+        if text.shape != (c, d):
+            raise AdaptationError(f"text {tuple(text.shape)} and support {tuple(support.shape)} do not match.")
+        text = text.to(self.q_proj.weight.dtype)
+        support = support.to(text.dtype)
+        h, hd = self.num_heads, d // self.num_heads
+        kv = torch.cat([text[:, None], support], dim=1)  # [C, K+1, D]
+        q = self.q_proj(text).view(c, 1, h, hd).transpose(1, 2)  # [C, H, 1, hd]
+        keys = self.k_proj(kv).view(c, k + 1, h, hd).transpose(1, 2)  # [C, H, K+1, hd]
+        values = kv.view(c, k + 1, h, hd).transpose(1, 2)
+        scores = (q @ keys.transpose(-2, -1)) / math.sqrt(hd)  # [C, H, 1, K+1]
+        if mask is not None:
+            mask = mask.bool().to(scores.device)
+            valid = torch.cat([torch.ones(*mask.shape[:-1], 1, dtype=torch.bool, device=mask.device), mask], dim=-1)
+            scores = scores.masked_fill(~valid[..., None, None, :], float("-inf"))  # [(B,) C, H, 1, K+1]
+        attn = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        out = (attn @ values).squeeze(-2).flatten(-2)  # [(B,) C, D]
+        return F.normalize(text + self.gate_values(text) * out, dim=-1)
+
+
+@dataclass
+class PackedSupport:
+    """Support features packed per class.
+
+    Attributes:
+        features: ``[C, K_max, D]`` (zeros where absent).
+        mask: ``[C, K_max]`` boolean, ``True`` = a real support image.
+        slot: ``[N, 2]`` (class, position) of every input row, to mask out query images.
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    slot: torch.Tensor
+
+
+def pack_support(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 shots: int | None = None) -> PackedSupport:
+    """Pack ``[N, D]`` support features with labels into ``[C, K_max, D]`` plus a validity mask.
+
+    Args:
+        features: support image features (L2-normalised).
+        labels: their labels ``[N]`` in ``[0, num_classes)``.
+        num_classes: C.
+        shots: keep the first ``shots`` images of every class (``None``: all, possibly uneven).
+
+    Raises:
+        AdaptationError: labels out of range, or ``shots`` larger than a class has.
+    """
+    labels = labels.long().cpu()
+    if features.dim() != 2 or len(features) != len(labels):
+        raise AdaptationError(f"support features {tuple(features.shape)} and labels {tuple(labels.shape)} mismatch.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise AdaptationError(f"support labels must lie in [0, {num_classes}); got {labels.unique().tolist()}.")
+    counts = torch.bincount(labels, minlength=num_classes)
+    if shots is not None:
+        short = [c for c in range(num_classes) if counts[c] < shots]
+        if shots <= 0 or short:
+            raise AdaptationError(
+                f"shots={shots} is larger than classes {short[:10]} allow (counts {counts[short[:10]].tolist()}); "
+                "use shots=None to keep every available image (uneven, masked support)."
+            )
+    position = torch.zeros_like(labels)
+    seen = torch.zeros(num_classes, dtype=torch.long)
+    for i, y in enumerate(labels.tolist()):
+        position[i] = seen[y]
+        seen[y] += 1
+    keep = position < shots if shots is not None else torch.ones_like(labels, dtype=torch.bool)
+    k_max = int(position[keep].max().item()) + 1 if keep.any() else 0
+    packed = features.new_zeros(num_classes, k_max, features.shape[1])
+    mask = torch.zeros(num_classes, k_max, dtype=torch.bool)
+    idx = keep.nonzero().squeeze(1)
+    packed[labels[idx], position[idx]] = features[idx.to(features.device)]
+    mask[labels[idx], position[idx]] = True
+    slot = torch.stack([labels, position], dim=1)
+    slot[~keep] = -1
+    return PackedSupport(packed, mask.to(features.device), slot)
+
+
+def episode_mask(packed: PackedSupport, query_indices: torch.Tensor | None, episode_shots: int | None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The support mask of one training episode: ``[C, K]``, or ``[B, C, K]`` with queries.
+
+    With ``episode_shots``, a random subset of at most that many images per class is kept. With
+    ``query_indices`` (rows of the packed support that are in the batch), every query gets its own
+    support set: one image is left out of *every* class with at least two images - the query's own
+    image for its class, a random one for the others - so all classes lose one image and the support
+    sizes carry no hint of the query's label. A class with a single image keeps it (K = 1, as in the
+    paper's code, where the query is another augmented view of a support image).
+    """
+    mask = packed.mask.clone()
+    if episode_shots is not None and mask.shape[1] > episode_shots:
+        scores = torch.rand(mask.shape, generator=generator).to(mask.device)
+        scores = scores.masked_fill(~mask, 2.0)
+        rank = scores.argsort(dim=1).argsort(dim=1)
+        mask &= rank < episode_shots
+    if query_indices is None or len(query_indices) == 0 or mask.shape[1] == 0:
+        return mask
+    slots = packed.slot[query_indices.long().cpu()].to(mask.device)  # [B, 2] (class, position) or -1
+    per_query = mask[None].repeat(len(slots), 1, 1)  # [B, C, K]
+    scores = torch.rand(per_query.shape, generator=generator).to(mask.device).masked_fill(~per_query, -1.0)
+    drop = scores.argmax(dim=-1)  # a random valid image per (query, class)
+    rows = torch.nonzero(slots[:, 0] >= 0).squeeze(1)
+    cls, pos = slots[rows, 0], slots[rows, 1]
+    own = mask[cls, pos]  # the query's image is in this episode's support of its class
+    drop[rows[own], cls[own]] = pos[own]
+    droppable = per_query.sum(dim=-1) > 1
+    per_query[droppable] &= ~F.one_hot(drop[droppable], mask.shape[1]).bool()
+    return per_query
+
+
+def meta_pretrain(
+    adapter: MetaAdapter,
+    text: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    shots: int,
+    iterations: int = 1000,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 1e-2,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> list[float]:
+    """Meta-train ``adapter`` on held-out (base) classes from cached features, episodically.
+
+    Each episode samples ``shots`` support images per class and a batch of *other* images as
+    queries; the loss is cross-entropy of ``100 * cos(query, t')``. AdamW with a cosine schedule.
+
+    Args:
+        adapter: the Meta-Adapter to train (in place).
+        text: base-class text embeddings ``[C_b, D]``.
+        features: base-class image features ``[N, D]`` (L2-normalised).
+        labels: their labels ``[N]`` in ``[0, C_b)``.
+        shots: support images per class per episode (every class needs ``shots + 1`` images).
+        iterations, lr, batch_size, weight_decay: optimisation settings.
+        seed: episode sampling seed.
+
+    Returns:
+        the loss of every iteration.
+
+    Raises:
+        AdaptationError: a class has fewer than ``shots + 1`` images.
+    """
+    num_classes = text.shape[0]
+    labels = labels.long().cpu()
+    counts = torch.bincount(labels, minlength=num_classes)
+    short = [c for c in range(num_classes) if counts[c] < shots + 1]
+    if shots <= 0 or short:
+        raise AdaptationError(
+            f"meta_pretrain: shots={shots} needs {shots + 1} images per class (support + query); "
+            f"classes {short[:10]} have {counts[short[:10]].tolist()}."
+        )
+    device = adapter.q_proj.weight.device
+    text, features = text.to(device).float(), features.to(device).float()
+    gen = torch.Generator().manual_seed(seed)
+    by_class = [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
+    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+    losses: list[float] = []
+    adapter.train()
+    for _ in trange(iterations, desc="meta-pretrain", disable=not show_progress, leave=False):
+        support_idx = torch.stack([idx[torch.randperm(len(idx), generator=gen)[:shots]] for idx in by_class])
+        is_support = torch.zeros(len(labels), dtype=torch.bool)
+        is_support[support_idx.flatten()] = True
+        pool = torch.nonzero(~is_support).squeeze(1)
+        query = pool[torch.randperm(len(pool), generator=gen)[:batch_size]]
+        adapted = adapter(text, features[support_idx.to(device)])
+        loss = F.cross_entropy(cosine_logits(features[query.to(device)], adapted), labels[query].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.item()))
+    adapter.eval()
+    return losses

@@ -1,0 +1,590 @@
+"""The one training loop for every adapted method, evaluation, and trained-checkpoint files.
+
+Defaults follow CLIP-LoRA (Zanella & Ben Ayed, 2024): AdamW (weight decay 0.01, betas 0.9/0.999),
+lr 2e-4, batch 32, ``500 x K`` iterations (K = shots per class, read from the training set),
+cosine schedule down to 1e-6 (optional linear warm-up), RandomResizedCrop (scale 0.08-1) +
+horizontal flip at the model's input size (:func:`train_transform`), cross-entropy on
+``100 * cos`` logits. Mixed precision follows :func:`lowres_clip.utils.resolve_precision`.
+
+Model selection uses the validation split only: every ``eval_every`` steps (and before the first
+step, and after the last) the trained parameters are scored on ``val_set``; the best ones are
+restored at the end; ``patience`` evaluations without improvement stop early. With a Meta-Adapter
+on a trained image tower, the support features are re-encoded at every validation and at the end.
+
+Optional, off by default: class-balanced loss weights (Cui et al., 2019, effective number
+``(1 - beta^n) / (1 - beta)``) and the logit-adjusted loss (Menon et al., 2021,
+``logits + tau * log prior`` in training only).
+
+Generated images (see :mod:`lowres_clip.augment`): with ``preserving`` (label-preserving images,
+``(image, label, index)``), each step adds, with probability ``preserving_p``, a batch of them to the
+supervised loss with weight ``preserving_weight``; with ``breaking`` (label-breaking view pairs,
+``(view1, view2, source_index)``), each step adds ``breaking_lambda * BreakingLoss(f(view1), f(view2))``
+(Zhang et al., 2024) on the adapted image features.
+
+Checkpoints (:func:`save_trained` / :func:`load_trained`) hold only the trained parameters (plus
+the Meta-Adapter's support features), the method configuration and the base model's identity; they
+are rebuilt on a freshly loaded base model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, parse_method
+from .methods.bitfit import BitFitConfig
+from .methods.lora import LoraConfig
+from .methods.meta_adapter import MetaAdapterConfig
+from .methods.zero_shot import LOGIT_SCALE, cosine_logits
+from .models import weights_id
+from .utils import AdaptationError, autocast, resolve_precision, seed_everything
+
+CHECKPOINT_FORMAT = "lowres_clip.trained/1"
+SELECT_METRICS = ("accuracy", "balanced_accuracy")
+
+
+class CheckpointMismatchError(AdaptationError):
+    """A trained checkpoint does not belong to the given base model or method."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop (defaults: CLIP-LoRA).
+
+    Attributes:
+        iterations: optimisation steps; ``None`` = ``iterations_per_shot * K`` with K the largest
+            number of training images of a class.
+        iterations_per_shot: steps per shot when ``iterations`` is ``None`` (CLIP-LoRA: 500).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        batch_size: images per step.
+        warmup_iterations: linear warm-up steps (0 = none) before the cosine decay.
+        min_lr: learning rate at the end of the cosine schedule.
+        eval_every: validate every this many steps (also before step 1 and after the last).
+        patience: stop after this many validations without improvement (``None`` = never).
+        select_metric: ``accuracy`` or ``balanced_accuracy`` (mean per-class recall; long tails).
+        precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (autocast; see ``utils.resolve_precision``).
+        num_workers: DataLoader worker processes.
+        seed: seed of data order, augmentation, dropout and the preserving coin flips.
+        balanced_loss: weight the cross-entropy by Cui et al.'s class-balanced weights.
+        balanced_beta: beta of the effective number of samples.
+        logit_adjustment_tau: tau of Menon et al.'s logit-adjusted loss (0 = off).
+        preserving_p: probability per step of adding a batch of label-preserving images.
+        preserving_weight: weight of that batch's cross-entropy.
+        breaking_lambda: weight of the breaking loss.
+        breaking_bank_size: memory-bank size of the breaking loss.
+        breaking_temperature: temperature of the breaking loss.
+        grad_clip: clip the gradient norm to this value (``None`` = no clipping).
+        eval_batch_size: batch size of validation passes.
+        progress: show a tqdm progress bar.
+    """
+
+    iterations: int | None = None
+    iterations_per_shot: int = 500
+    lr: float = 2e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 32
+    warmup_iterations: int = 0
+    min_lr: float = 1e-6
+    eval_every: int = 250
+    patience: int | None = None
+    select_metric: str = "accuracy"
+    precision: str = "auto"
+    num_workers: int = 0
+    seed: int = 1
+    balanced_loss: bool = False
+    balanced_beta: float = 0.999
+    logit_adjustment_tau: float = 0.0
+    preserving_p: float = 0.3
+    preserving_weight: float = 0.65
+    breaking_lambda: float = 0.1
+    breaking_bank_size: int = 100
+    breaking_temperature: float = 1 / 80
+    grad_clip: float | None = None
+    eval_batch_size: int = 64
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`AdaptationError` for out-of-range values."""
+        checks = {
+            "iterations": self.iterations is None or self.iterations >= 1,
+            "iterations_per_shot": self.iterations_per_shot >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": self.batch_size >= 1,
+            "warmup_iterations": self.warmup_iterations >= 0,
+            "eval_every": self.eval_every >= 1,
+            "patience": self.patience is None or self.patience >= 1,
+            "num_workers": self.num_workers >= 0,
+            "balanced_beta": 0 <= self.balanced_beta < 1,
+            "logit_adjustment_tau": self.logit_adjustment_tau >= 0,
+            "preserving_p": 0 <= self.preserving_p <= 1,
+            "preserving_weight": self.preserving_weight >= 0,
+            "breaking_lambda": self.breaking_lambda >= 0,
+            "breaking_bank_size": self.breaking_bank_size >= 0,
+            "breaking_temperature": self.breaking_temperature > 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "eval_batch_size": self.eval_batch_size >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaptationError(f"TrainConfig: out-of-range values {[(k, getattr(self, k)) for k in bad]}.")
+        if self.select_metric not in SELECT_METRICS:
+            raise AdaptationError(f"TrainConfig: select_metric {self.select_metric!r} not in {SELECT_METRICS}.")
+        resolve_precision(self.precision, "cpu" if self.precision != "fp16" else "cuda")
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        method: the adapted method.
+        iterations: planned steps; ``steps``: steps actually run (fewer after early stopping).
+        best_step: step whose parameters were kept (0 = the initial ones).
+        best_val: validation metric at ``best_step`` (``nan`` without a validation split).
+        stopped_early: whether patience ran out.
+        history: per validation ``{"step", "loss", "lr", "val"}``.
+        parameter_counts: trainable parameters per part (``AdaptedCLIP.parameter_counts``).
+        precision: autocast dtype used (``fp32`` = none).
+        seconds: wall time.
+    """
+
+    method: str
+    iterations: int
+    steps: int = 0
+    best_step: int = 0
+    best_val: float = float("nan")
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    parameter_counts: dict[str, int] = field(default_factory=dict)
+    precision: str = "fp32"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- data helpers
+def _find_normalize(transform: Callable):
+    from torchvision import transforms as T
+
+    for t in getattr(transform, "transforms", [transform]):
+        if isinstance(t, T.Normalize):
+            return t
+    return None
+
+
+def train_transform(bundle, scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
+    """CLIP-LoRA's training augmentation at the bundle's input size and normalisation:
+    ``RandomResizedCrop(size, scale, bicubic)``, horizontal flip, to tensor, normalise."""
+    from torchvision import transforms as T
+
+    norm = _find_normalize(bundle.preprocess_eval)
+    if norm is None:
+        raise AdaptationError("Cannot find the Normalize step in the bundle's evaluation transform.")
+    return T.Compose([
+        T.RandomResizedCrop(bundle.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=0.5),
+        T.ToTensor(),
+        T.Normalize(norm.mean, norm.std),
+    ])
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """Labels ``[N]`` of a dataset (from ``.samples`` when present, else by iterating it)."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        return torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def class_balanced_weights(counts: torch.Tensor, beta: float = 0.999) -> torch.Tensor:
+    """Cui et al.'s class-balanced weights ``(1 - beta) / (1 - beta^n_c)``, normalised to sum to the
+    number of present classes (absent classes get 0)."""
+    counts = counts.double()
+    present = counts > 0
+    w = torch.zeros_like(counts)
+    w[present] = (1 - beta) / (1 - torch.pow(beta, counts[present]))
+    w = w / w.sum() * present.sum()
+    return w.float()
+
+
+def logit_adjustment(counts: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Menon et al.'s additive offsets ``tau * log(prior_c)`` (absent classes: prior 1e-8)."""
+    prior = counts.double() / counts.sum()
+    return (tau * torch.log(prior.clamp_min(1e-8))).float()
+
+
+class TaskLoss(nn.Module):
+    """Cross-entropy with optional class weights and additive logit offsets (training only)."""
+
+    def __init__(self, weights: torch.Tensor | None = None, offsets: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weights", weights)
+        self.register_buffer("offsets", offsets)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.offsets is not None:
+            logits = logits + self.offsets
+        return F.cross_entropy(logits, labels, weight=self.weights)
+
+
+def _cycle(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=False,
+        generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
+        persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _metric(logits: torch.Tensor, labels: torch.Tensor, name: str) -> float:
+    pred = logits.argmax(dim=1).cpu()
+    labels = labels.cpu()
+    correct = (pred == labels).float()
+    if name == "accuracy":
+        return float(correct.mean())
+    per_class = [correct[labels == c].mean() for c in labels.unique()]
+    return float(torch.stack(per_class).mean())
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    adapted: AdaptedCLIP,
+    dataset: Dataset,
+    batch_size: int = 64,
+    precision: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, torch.Tensor]:
+    """Logits, labels and (adapted, L2-normalised) image features of every item of ``dataset``.
+
+    Returns:
+        ``{"logits": [N, C], "labels": [N], "features": [N, D], "indices": [N]}`` (float32, on CPU).
+    """
+    dtype = resolve_precision(precision, adapted.device)
+    was_training = adapted.training
+    adapted.eval()
+    classifier = adapted.classifier()
+    out: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "features": [], "indices": []}
+    loader = _loader(dataset, batch_size, False, num_workers, 0)
+    for images, labels, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        with autocast(adapted.device, dtype):
+            feats = adapted.encode_images(images)
+        out["features"].append(feats.float().cpu())
+        out["logits"].append(cosine_logits(feats, classifier, LOGIT_SCALE).cpu())
+        out["labels"].append(torch.as_tensor(labels).long())
+        out["indices"].append(torch.as_tensor(idx).long())
+    adapted.train(was_training)
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
+
+
+def evaluate_features(adapted: AdaptedCLIP, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Like :func:`evaluate` from cached image features (only for frozen encoders: zero-shot, Meta-Adapter).
+
+    Raises:
+        AdaptationError: the adapted model changes an encoder, so cached base features do not apply.
+    """
+    if not adapted.encoders_frozen:
+        raise AdaptationError(
+            f"{adapted.method} adapts an encoder; cached base-model features cannot be used. Use evaluate()."
+        )
+    was_training = adapted.training
+    adapted.eval()
+    with torch.no_grad():
+        logits = adapted.logits_from_features(features).cpu()
+    adapted.train(was_training)
+    return {"logits": logits, "labels": torch.as_tensor(labels).long(), "features": features.float().cpu(),
+            "indices": torch.arange(len(features))}
+
+
+# ----------------------------------------------------------------------------- training
+def resolve_iterations(cfg: TrainConfig, train_labels: torch.Tensor) -> int:
+    """``cfg.iterations`` or ``iterations_per_shot * K`` (K = the largest class count)."""
+    if cfg.iterations is not None:
+        return cfg.iterations
+    shots = int(torch.bincount(train_labels).max()) if len(train_labels) else 0
+    return max(1, cfg.iterations_per_shot * shots)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, iterations: int):
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warm = min(cfg.warmup_iterations, iterations - 1)
+    cosine = CosineAnnealingLR(opt, T_max=max(1, iterations - warm), eta_min=cfg.min_lr)
+    if warm <= 0:
+        return cosine
+    return SequentialLR(opt, [LinearLR(opt, start_factor=1e-3, total_iters=warm), cosine], milestones=[warm])
+
+
+def train(
+    adapted: AdaptedCLIP,
+    train_set: Dataset,
+    val_set: Dataset | None = None,
+    cfg: TrainConfig | None = None,
+    preserving: Dataset | None = None,
+    breaking: Dataset | None = None,
+) -> TrainResult:
+    """Train ``adapted`` in place and keep the parameters with the best validation metric.
+
+    Args:
+        adapted: the model (its ``requires_grad`` parameters are trained).
+        train_set: ``(image, label, index)`` items, already with the training transform
+            (:func:`train_transform`). With a Meta-Adapter and ``exclude_query``, it must be the
+            support set itself (same items, same order) so a batch's images can be left out.
+        val_set: validation items (evaluation transform) for checkpoint selection; ``None`` keeps
+            the last parameters.
+        cfg: loop settings.
+        preserving: label-preserving generated images ``(image, label, index)``.
+        breaking: label-breaking view pairs ``(view1, view2, source_index)``.
+
+    Returns:
+        a :class:`TrainResult`; zero-shot (nothing trainable) returns at once with 0 steps.
+
+    Raises:
+        AdaptationError: bad configuration, breaking loss without a trainable image tower, or a
+            training set that is not the Meta-Adapter's support set.
+    """
+    cfg = cfg or TrainConfig()
+    cfg.validate()
+    start = time.time()
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    labels_all = dataset_labels(train_set)
+    iterations = resolve_iterations(cfg, labels_all)
+    result = TrainResult(adapted.method, iterations, parameter_counts=adapted.parameter_counts())
+    if not params:
+        adapted.eval()
+        return result
+    if breaking is not None and not adapted.vision_trainable:
+        raise AdaptationError(
+            f"The breaking loss acts on image features, but {adapted.method} does not train the image tower; "
+            "use LoRA or BitFit on the vision encoder, or drop the label-breaking images."
+        )
+    if adapted.meta_cfg is not None and adapted.meta_cfg.exclude_query and len(train_set) != len(adapted.support_labels):
+        raise AdaptationError(
+            f"Meta-Adapter with exclude_query needs the training set to be its support set "
+            f"({len(train_set)} training items vs {len(adapted.support_labels)} support items); "
+            "build the model with the same samples or set meta_cfg.exclude_query=False."
+        )
+    seed_everything(cfg.seed)
+    device = adapted.device
+    dtype = resolve_precision(cfg.precision, device)
+    result.precision = str(dtype).replace("torch.", "") if dtype is not None else "fp32"
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16 and device.type == "cuda")
+
+    counts = torch.bincount(labels_all, minlength=adapted.num_classes)
+    task = TaskLoss(
+        class_balanced_weights(counts, cfg.balanced_beta) if cfg.balanced_loss else None,
+        logit_adjustment(counts, cfg.logit_adjustment_tau) if cfg.logit_adjustment_tau > 0 else None,
+    ).to(device)
+    breaking_loss = None
+    if breaking is not None:
+        from .augment.breaking_loss import BreakingLoss
+
+        breaking_loss = BreakingLoss(cfg.breaking_bank_size, cfg.breaking_temperature).to(device)
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    sched = _scheduler(opt, cfg, iterations)
+    train_iter = _cycle(_loader(train_set, cfg.batch_size, True, cfg.num_workers, cfg.seed))
+    pres_iter = _cycle(_loader(preserving, cfg.batch_size, True, cfg.num_workers, cfg.seed + 1)) if preserving is not None else None
+    break_iter = _cycle(_loader(breaking, cfg.batch_size, True, cfg.num_workers, cfg.seed + 2)) if breaking is not None else None
+    coin = random.Random(cfg.seed)
+
+    validate = _validator(adapted, val_set, cfg, dtype)
+    best_state = adapted.trainable_state()
+    best_val = validate()
+    result.best_val = best_val
+    result.history.append({"step": 0, "loss": float("nan"), "lr": sched.get_last_lr()[0], "val": best_val})
+    bad_evals, running = 0, []
+
+    bar = tqdm(range(1, iterations + 1), desc=f"train {adapted.method}", disable=not cfg.progress)
+    for step in bar:
+        adapted.train()
+        images, labels, idx = next(train_iter)
+        labels = labels.to(device)
+        with autocast(device, dtype):
+            loss = task(adapted(images, query_indices=idx), labels)
+            if pres_iter is not None and coin.random() < cfg.preserving_p:
+                p_images, p_labels, _ = next(pres_iter)
+                loss = loss + cfg.preserving_weight * task(adapted(p_images), p_labels.to(device))
+            if break_iter is not None:
+                view1, view2, _ = next(break_iter)
+                loss = loss + cfg.breaking_lambda * breaking_loss(
+                    adapted.encode_images(view1), adapted.encode_images(view2)
+                )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        running.append(float(loss.detach()))
+        result.steps = step
+
+        if step % cfg.eval_every == 0 or step == iterations:
+            val = validate()
+            mean_loss = float(np.mean(running)) if running else float("nan")
+            running = []
+            result.history.append({"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0], "val": val})
+            bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{val:.3f}", best=f"{result.best_val:.3f}")
+            if math.isnan(result.best_val) or val > result.best_val or val_set is None:
+                result.best_val, result.best_step, bad_evals = val, step, 0
+                best_state = adapted.trainable_state()
+            else:
+                bad_evals += 1
+                if cfg.patience is not None and bad_evals >= cfg.patience:
+                    result.stopped_early = True
+                    break
+    bar.close()
+    adapted.load_trainable_state(best_state)
+    adapted.eval()
+    result.seconds = time.time() - start
+    return result
+
+
+def _validator(adapted: AdaptedCLIP, val_set: Dataset | None, cfg: TrainConfig,
+               dtype: torch.dtype | None) -> Callable[[], float]:
+    """A function scoring the current parameters on ``val_set`` (NaN without one).
+
+    When the image tower is frozen, validation image features are encoded once and reused.
+    """
+    if val_set is None:
+        return lambda: float("nan")
+    cached: dict[str, torch.Tensor] = {}
+
+    def score() -> float:
+        adapted.refresh()
+        if adapted.vision_trainable or not cached:
+            out = evaluate(adapted, val_set, cfg.eval_batch_size, cfg.precision, cfg.num_workers,
+                           progress=False, desc="validate")
+            if not adapted.vision_trainable:
+                cached.update(features=out["features"], labels=out["labels"])
+            logits, labels = out["logits"], out["labels"]
+        else:
+            adapted.eval()
+            with torch.no_grad():
+                logits = adapted.logits_from_features(cached["features"]).cpu()
+            labels = cached["labels"]
+        return _metric(logits, labels, cfg.select_metric)
+
+    return score
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_trained(adapted: AdaptedCLIP, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write the trained parameters, method configuration and base-model identity to ``path``.
+
+    Args:
+        adapted: the trained model.
+        path: output file (``.pt``); written atomically.
+        meta: anything else to keep, e.g. ``{"train_config": asdict(cfg), "seed": cfg.seed, "run_key": key}``.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": adapted.config(),
+        "weights_id": weights_id(adapted.weights),
+        "base_fingerprint": adapted.base_fingerprint,
+        "params": {n: t.cpu() for n, t in adapted.trainable_state().items()},
+        "support": None,
+        "meta": dict(meta or {}),
+    }
+    if adapted.meta_adapter is not None:
+        payload["support"] = {"features": adapted.support_features.cpu(), "labels": adapted.support_labels.cpu()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_trained(bundle, path: str | Path, method: str | None = None) -> AdaptedCLIP:
+    """Rebuild a trained model from :func:`save_trained`'s file on a freshly loaded base model.
+
+    Args:
+        bundle: the base model the checkpoint was trained from (same name and weights).
+        path: the checkpoint file.
+        method: if given, the method the checkpoint must hold.
+
+    Returns:
+        the :class:`AdaptedCLIP` in eval mode; the checkpoint's ``meta`` is in ``.checkpoint_meta``.
+
+    Raises:
+        CheckpointMismatchError: not a checkpoint of this format, another base model or weights,
+            or another method.
+    """
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing file, not a torch file, unpickling refused...
+        raise CheckpointMismatchError(f"Cannot read trained checkpoint '{path}': {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(f"'{path}' is not a lowres_clip trained checkpoint ({CHECKPOINT_FORMAT}).")
+    c = ckpt["config"]
+    if c["model_name"] != bundle.model_name or ckpt["weights_id"] != bundle.weights_id:
+        raise CheckpointMismatchError(
+            f"'{path}' was trained on {c['model_name']} ({ckpt['weights_id']}), not on the given "
+            f"{bundle.model_name} ({bundle.weights_id}); load that base model first."
+        )
+    if method is not None and parse_method(method) != parse_method(c["method"]):
+        raise CheckpointMismatchError(f"'{path}' holds method {c['method']!r}, not {method!r}.")
+    support = None
+    if ckpt.get("support") is not None:
+        support = SupportFeatures(ckpt["support"]["features"], ckpt["support"]["labels"])
+    adapted = build_adapted(
+        bundle, c["classnames"], c["templates"], c["method"],
+        lora_cfg=LoraConfig(**c["lora_cfg"]) if c["lora_cfg"] else None,
+        bitfit_cfg=BitFitConfig(**c["bitfit_cfg"]) if c["bitfit_cfg"] else None,
+        meta_cfg=MetaAdapterConfig(**c["meta_cfg"]) if c["meta_cfg"] else None,
+        support=support, seed=c["seed"],
+    )
+    saved_fp, fresh_fp = ckpt.get("base_fingerprint"), adapted.base_fingerprint
+    if saved_fp is not None and (saved_fp.shape != fresh_fp.shape or not torch.allclose(saved_fp, fresh_fp, rtol=1e-6, atol=1e-8)):
+        raise CheckpointMismatchError(
+            f"'{path}' was trained on {c['model_name']} ({ckpt['weights_id']}) with other base weights than the "
+            "given bundle's (e.g. another random initialisation or checkpoint file); load the same base weights."
+        )
+    try:
+        adapted.load_trainable_state(ckpt["params"])
+    except AdaptationError as exc:
+        raise CheckpointMismatchError(f"'{path}': {exc}") from exc
+    adapted.eval()
+    adapted.checkpoint_meta = ckpt["meta"]
+    return adapted
+
