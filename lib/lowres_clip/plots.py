@@ -1,0 +1,390 @@
+"""Figure helpers: every function returns a figure; :func:`save_figure` writes it under ``figures/``.
+
+Matplotlib figures are built as :class:`matplotlib.figure.Figure` objects without ``pyplot``, so no
+global figure state builds up, nothing needs a display (they render through Agg when saved) and
+the functions are safe in headless runs and tests. In IPython/Jupyter a PNG formatter is
+registered for them, so a returned figure shows inline. Plotly figures are written as HTML (plus
+static images only when ``kaleido`` is installed; it is not a dependency, so those are skipped).
+
+Paths follow ``ARCHITECTURE.md``: ``figures/{run_key}/{name}.{ext}``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_RE = re.compile(r"^[^/]+/[^/]+/[^/]+/k\d+-s\d+$")
+MPL_FORMATS = ("png", "svg", "pdf")
+GROUP_COLOURS = {"head": "#1f77b4", "medium": "#ff7f0e", "tail": "#d62728"}
+
+
+class FigureError(ValueError):
+    """A figure cannot be made or saved as asked; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------- saving
+def is_plotly(fig: Any) -> bool:
+    """Whether ``fig`` is a plotly figure (checked without importing plotly eagerly)."""
+    return type(fig).__module__.startswith("plotly") and hasattr(fig, "write_html")
+
+
+def output_dir(path_or_run_key: str | Path, root: str | Path | None = None) -> Path:
+    """Resolve where a figure or table goes (the folder is created).
+
+    Args:
+        path_or_run_key: a run key ``{dataset}/{model}-{weights}/{method}/k{shots}-s{seed}`` (then
+            the folder is ``{root}/{run_key}/`` via :func:`lowres_clip.runs.figure_dir`), or a
+            folder given as a :class:`~pathlib.Path` or any string that is not a run key.
+        root: figures root for run keys (default ``<repo>/figures``).
+    """
+    from .runs import figure_dir
+
+    if isinstance(path_or_run_key, str) and RUN_KEY_RE.match(path_or_run_key):
+        return figure_dir(path_or_run_key, root)
+    d = Path(path_or_run_key)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _kaleido_available() -> bool:
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_figure(
+    fig: Any,
+    path_or_run_key: str | Path,
+    name: str,
+    formats: Sequence[str] = ("png",),
+    root: str | Path | None = None,
+    dpi: int = 150,
+    plotly_js: str | bool = "directory",
+) -> list[Path]:
+    """Write a matplotlib or plotly figure as ``{dir}/{name}.{ext}``; returns the written paths.
+
+    Args:
+        fig: a :class:`matplotlib.figure.Figure` or a plotly ``Figure``.
+        path_or_run_key: run key or folder (see :func:`output_dir`).
+        name: file stem (may contain ``/`` for a sub-folder, e.g. ``browser/Forest-incorrect``).
+        formats: matplotlib: any of ``png``, ``svg``, ``pdf``. Plotly: ``html`` is always written;
+            ``png``/``svg``/``pdf`` only when ``kaleido`` is installed (skipped otherwise).
+        root: figures root for run keys.
+        dpi: resolution of raster formats.
+        plotly_js: ``include_plotlyjs`` of plotly's ``write_html`` (``"directory"`` writes one
+            ``plotly.min.js`` next to the HTML so it works offline; ``"cdn"`` makes small files).
+    """
+    out = output_dir(path_or_run_key, root)
+    stem = out / name
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if is_plotly(fig):
+        html = stem.with_name(stem.name + ".html")
+        fig.write_html(html, include_plotlyjs=plotly_js)
+        written.append(html)
+        static = [f for f in formats if f != "html"]
+        if static and not _kaleido_available():
+            log.info("kaleido is not installed: skipping %s for plotly figure %s", static, name)
+            static = []
+        for fmt in static:
+            p = stem.with_name(f"{stem.name}.{fmt}")
+            fig.write_image(p)
+            written.append(p)
+        return written
+    if not isinstance(fig, Figure):
+        raise FigureError(f"save_figure expects a matplotlib Figure or a plotly Figure, got {type(fig).__name__}")
+    for fmt in formats:
+        if fmt not in MPL_FORMATS:
+            raise FigureError(f"Unsupported matplotlib format {fmt!r}; use one of {MPL_FORMATS}.")
+        p = stem.with_name(f"{stem.name}.{fmt}")
+        fig.savefig(p, dpi=dpi, bbox_inches="tight", format=fmt)
+        written.append(p)
+    return written
+
+
+def save_table(
+    df,
+    path_or_run_key: str | Path,
+    name: str,
+    formats: Sequence[str] = ("csv", "md"),
+    root: str | Path | None = None,
+    index: bool = False,
+    digits: int = 4,
+) -> list[Path]:
+    """Write a pandas DataFrame as ``{dir}/{name}.{csv,md,tex}``; returns the written paths.
+
+    CSV keeps full precision; Markdown and LaTeX round floats to ``digits`` decimals.
+    """
+    out = output_dir(path_or_run_key, root)
+    written: list[Path] = []
+    for fmt in formats:
+        p = out / f"{name}.{fmt}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            df.to_csv(p, index=index)
+        elif fmt == "md":
+            p.write_text(df.to_markdown(index=index, floatfmt=f".{digits}f") + "\n")
+        elif fmt == "tex":
+            p.write_text(df.to_latex(index=index, float_format=f"{{:.{digits}f}}".format))
+        else:
+            raise FigureError(f"Unsupported table format {fmt!r}; use csv, md or tex.")
+        written.append(p)
+    return written
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib figure (for image widgets and notebook display)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _register_ipython_formatter() -> None:
+    """Show pyplot-free figures inline when running under IPython (no-op elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or not hasattr(ip, "display_formatter"):
+        return
+    ip.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+
+
+_register_ipython_formatter()
+
+
+# ----------------------------------------------------------------------------- figures
+def new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure of ``width`` x ``height`` inches with constrained layout."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def message_figure(text: str, width: float = 4.0, height: float = 1.5) -> Figure:
+    """A figure that only shows ``text`` (for empty selections, e.g. a class with no errors)."""
+    fig = new_figure(width, height)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return fig
+
+
+def confusion_heatmap(
+    matrix: np.ndarray,
+    classnames: Sequence[str],
+    normalized: bool = True,
+    title: str | None = None,
+    annotate: bool | None = None,
+    cmap: str = "Blues",
+) -> Figure:
+    """Matplotlib heatmap of a confusion matrix (rows: true class, columns: predicted class).
+
+    Args:
+        matrix: ``[C, C]`` counts or row-normalised rates.
+        classnames: the ``C`` class names.
+        normalized: whether ``matrix`` holds rates in ``[0, 1]`` (sets the colour range and format).
+        annotate: write the value in each cell; default when ``C <= 20``.
+    """
+    matrix = np.asarray(matrix)
+    c = len(classnames)
+    if matrix.shape != (c, c):
+        raise FigureError(f"confusion matrix of shape {matrix.shape} does not match {c} class names")
+    annotate = c <= 20 if annotate is None else annotate
+    size = max(4.0, 0.45 * c + 2.5)
+    fig = new_figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    vmax = 1.0 if normalized else max(float(matrix.max()), 1.0)
+    im = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=vmax)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="rate" if normalized else "count")
+    ax.set_xticks(range(c), labels=classnames, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(c), labels=classnames, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or ("confusion matrix (row-normalised)" if normalized else "confusion matrix (counts)"))
+    if annotate:
+        for i in range(c):
+            for j in range(c):
+                v = matrix[i, j]
+                if not np.isfinite(v):
+                    continue
+                text = f"{v:.2f}" if normalized else f"{int(v)}"
+                colour = "white" if v > 0.6 * vmax else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    return fig
+
+
+def confusion_heatmap_plotly(matrix: np.ndarray, classnames: Sequence[str], normalized: bool = True,
+                             title: str | None = None):
+    """Interactive plotly heatmap of a confusion matrix (hover shows true/predicted class and value)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(
+        z=np.asarray(matrix), x=list(classnames), y=list(classnames), colorscale="Blues",
+        zmin=0, zmax=1 if normalized else None,
+        hovertemplate="true %{y}<br>predicted %{x}<br>value %{z}<extra></extra>",
+    ))
+    fig.update_layout(title=title or "confusion matrix", xaxis_title="predicted class", yaxis_title="true class",
+                      yaxis_autorange="reversed")
+    return fig
+
+
+def per_class_accuracy_bars(table, value: str = "accuracy", label: str = "class", sort: bool = True,
+                            title: str | None = None) -> Figure:
+    """Horizontal bar plot of a per-class metric (e.g. :func:`lowres_clip.analysis.metrics.per_class_table`).
+
+    Bars are coloured by the ``group`` column (head/medium/tail) when the table has one; each bar is
+    annotated with ``correct/total`` when those columns exist.
+    """
+    for col in (value, label):
+        if col not in table.columns:
+            raise FigureError(f"per-class table has no column {col!r}; columns: {list(table.columns)}")
+    df = table.sort_values(value, ascending=True) if sort else table.iloc[::-1]
+    fig = new_figure(7.0, max(2.5, 0.3 * len(df) + 1.2))
+    ax = fig.add_subplot()
+    if "group" in df.columns:
+        colours = [GROUP_COLOURS.get(g, "grey") for g in df["group"]]
+    else:
+        colours = ["#1f77b4"] * len(df)
+    y = np.arange(len(df))
+    ax.barh(y, df[value].to_numpy(dtype=float), color=colours)
+    ax.set_yticks(y, labels=[str(s) for s in df[label]], fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel(value)
+    if {"correct", "total"} <= set(df.columns):
+        for yi, (c, t) in enumerate(zip(df["correct"], df["total"])):
+            ax.text(1.01, yi, f"{c}/{t}", va="center", fontsize=7)
+    if "group" in df.columns:
+        from matplotlib.patches import Patch
+
+        present = [g for g in GROUP_COLOURS if g in set(df["group"])]
+        ax.legend(handles=[Patch(color=GROUP_COLOURS[g], label=g) for g in present], loc="lower right", fontsize=8)
+    ax.set_title(title or f"per-class {value}")
+    return fig
+
+
+def compare_methods(df, value: str = "accuracy", method: str = "method", hue: str | None = None,
+                    title: str | None = None, order: Sequence[str] | None = None) -> Figure:
+    """Bar chart of a metric per method: mean over rows (e.g. seeds) with sample-std error bars.
+
+    Args:
+        df: long table with one row per run (columns ``method``, ``value`` and optionally ``hue``).
+        value: metric column (e.g. ``accuracy``, ``top1``, ``balanced``).
+        method: column naming the method.
+        hue: optional column making grouped bars (e.g. ``shots`` or ``dataset``).
+        order: method order on the x axis (default: order of first appearance).
+    """
+    for col in [value, method] + ([hue] if hue else []):
+        if col not in df.columns:
+            raise FigureError(f"table has no column {col!r}; columns: {list(df.columns)}")
+    methods = list(order) if order is not None else list(dict.fromkeys(df[method]))
+    hues = list(dict.fromkeys(df[hue])) if hue else [None]
+    fig = new_figure(max(4.0, 1.0 + 0.9 * len(methods) * max(1, len(hues) / 2)), 3.8)
+    ax = fig.add_subplot()
+    width = 0.8 / len(hues)
+    x = np.arange(len(methods))
+    for h_i, h in enumerate(hues):
+        sub = df if h is None else df[df[hue] == h]
+        g = sub.groupby(method)[value]
+        means = g.mean().reindex(methods).to_numpy(dtype=float)
+        stds = g.std(ddof=1).reindex(methods).fillna(0.0).to_numpy(dtype=float)
+        pos = x - 0.4 + width * (h_i + 0.5)
+        bars = ax.bar(pos, means, width, yerr=stds, capsize=3, label=None if h is None else f"{hue}={h}")
+        for b, m in zip(bars, means):
+            if np.isfinite(m):
+                ax.text(b.get_x() + b.get_width() / 2, m, f"{m:.3f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, labels=methods, rotation=30, ha="right")
+    ax.set_ylabel(value)
+    ax.set_ylim(0, min(1.1, max(1.0, float(np.nanmax(df[value].to_numpy(dtype=float))) * 1.1)))
+    if hue:
+        ax.legend(fontsize=8)
+    ax.set_title(title or f"{value} per method")
+    return fig
+
+
+def overlay(image: Any, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a ``[0, 1]`` heatmap over an image; returns a ``uint8`` RGB array of the image's size.
+
+    Args:
+        image: PIL image or ``[H, W, 3]`` array (uint8, or float in ``[0, 1]``).
+        heatmap: ``[h, w]`` map in ``[0, 1]`` (resized bilinearly to the image when sizes differ).
+        alpha: weight of the heatmap colour.
+        cmap: matplotlib colormap name.
+    """
+    from PIL import Image
+
+    img = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img.astype(np.float32)
+    if img.max() > 1.0:
+        img = img / 255.0
+    hm = np.asarray(heatmap, dtype=np.float32)
+    if hm.shape != img.shape[:2]:
+        hm = np.asarray(Image.fromarray(hm).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
+    colour = colormaps[cmap](np.clip(np.nan_to_num(hm), 0.0, 1.0))[..., :3]
+    out = (1.0 - alpha) * img[..., :3] + alpha * colour
+    return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def image_grid(
+    images: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    heatmaps: Sequence[np.ndarray | None] | None = None,
+    ncols: int = 4,
+    title: str | None = None,
+    tile: float = 2.0,
+    alpha: float = 0.5,
+    empty_message: str = "nothing to show",
+) -> Figure:
+    """A grid of images; with ``heatmaps`` each image is followed by its attention overlay.
+
+    Args:
+        images: PIL images or ``[H, W, 3]`` arrays.
+        titles: one title per image (shown above the image).
+        heatmaps: one ``[0, 1]`` map (or ``None``) per image; when given, each sample takes two
+            panels: the image and its :func:`overlay`.
+        ncols: samples per row.
+        title: figure title.
+        tile: panel size in inches.
+        empty_message: text of the figure when ``images`` is empty.
+    """
+    n = len(images)
+    if n == 0:
+        return message_figure(empty_message if title is None else f"{title}\n{empty_message}")
+    if titles is not None and len(titles) != n:
+        raise FigureError(f"{len(titles)} titles for {n} images")
+    if heatmaps is not None and len(heatmaps) != n:
+        raise FigureError(f"{len(heatmaps)} heatmaps for {n} images")
+    per = 2 if heatmaps is not None else 1
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig = new_figure(tile * ncols * per, tile * nrows + (0.4 if title else 0.0))
+    axes = fig.subplots(nrows, ncols * per, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        ax = axes[r, c * per]
+        ax.imshow(np.asarray(img))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+        if heatmaps is not None:
+            ax2 = axes[r, c * per + 1]
+            if heatmaps[i] is not None:
+                ax2.imshow(overlay(img, heatmaps[i], alpha=alpha))
+                ax2.set_title("attention", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
