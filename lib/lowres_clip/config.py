@@ -1,0 +1,632 @@
+"""Typed, strict run configuration and study profiles.
+
+A *run* is fully described by one :class:`RunConfig`. Its nested method configurations are the
+dataclasses the methods own (:class:`~lowres_clip.methods.lora.LoraConfig`,
+:class:`~lowres_clip.methods.bitfit.BitFitConfig`,
+:class:`~lowres_clip.methods.meta_adapter.MetaAdapterConfig`, :class:`~lowres_clip.train.TrainConfig`);
+this module only nests them, so every field is documented exactly once.
+
+A *profile* (``lib/lowres_clip/profiles/{name}.yaml``) is ``defaults`` (values of
+:class:`RunConfig` fields, nested configs as mappings) plus a ``grid`` (datasets, shots, seeds,
+methods and the failure-analysis pairs) that :mod:`lowres_clip.study` runs::
+
+    description: one line
+    defaults:
+      model: ViT-B-16
+      weights: openai
+      train: {iterations: 500, lr: 2.0e-4}
+    grid:
+      datasets: [eurosat]
+      shots: [1, 2, 4, 8, 16]
+      seeds: [1, 2, 3]
+      methods: [zero_shot, linear_probe, lora, lora+aug-classic]
+      failure_pairs: [[zero_shot, lora]]
+
+Everything is validated eagerly: an unknown key anywhere (top level, ``defaults``, a nested
+method config, ``grid``, notebook parameters) raises :class:`ConfigError` naming the key and its
+path (e.g. ``defaults.train.iterationz``) with the accepted keys; so do unknown method names and
+values of the wrong type. The study runner resolves every run of the grid before starting any.
+
+Method labels in the grid may carry an augmentation suffix, ``{method}+aug-{kind}[-{use}]``
+(``kind``: ``classic`` | ``diffusion``; ``use``: ``preserving`` | ``breaking``, default both), which
+:func:`split_method_label` turns into ``method`` and ``augmentation``; :func:`method_label` is the
+inverse and gives the method part of the run key (``ARCHITECTURE.md``: ``lora+aug-classic``).
+
+Notebook parameters override profile values: :func:`resolve_config`.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .embedded import EMBEDDED_MODEL
+from .methods.bitfit import BitFitConfig
+from .methods.lora import LoraConfig
+from .methods.meta_adapter import MetaAdapterConfig
+from .runs import METHOD_ORDER, canonical_method, run_key
+from .train import TrainConfig
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+METHODS = METHOD_ORDER  # zero_shot, linear_probe, lora, bitfit, meta_adapter
+ADAPTERS = ("lora", "bitfit", "meta_adapter")  # the parts that combine ("lora+bitfit+meta_adapter")
+TRAINING_FREE = ("zero_shot", "linear_probe")
+AUGMENTATIONS = ("none", "classic", "diffusion")
+AUGMENT_USES = ("both", "preserving", "breaking")
+DEVICES = ("auto", "cpu", "cuda")
+PROFILE_KEYS = ("description", "defaults", "grid")
+GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
+
+
+class ConfigError(ValueError):
+    """A configuration, profile or notebook parameter is invalid; the message names the key."""
+
+
+# ----------------------------------------------------------------------------- run config
+@dataclass
+class AugmentConfig:
+    """Training-set augmentation of a run (Zhang, Doughty, Snoek, CVPR 2024).
+
+    How generated images enter the loss (``preserving_p``, ``preserving_weight``,
+    ``breaking_lambda``...) is configured in :class:`~lowres_clip.train.TrainConfig`; this says
+    which images are generated and used.
+
+    Attributes:
+        kind: ``"none"``, ``"classic"`` (mild vs strong image transforms, runs anywhere) or
+            ``"diffusion"`` (Stable Diffusion img2img; needs the diffusion weights).
+        use: which generated images train the model: ``"both"`` (label-preserving images in the
+            supervised loss + label-breaking pairs in the breaking loss), ``"preserving"`` or
+            ``"breaking"``.
+        generator: fields of the generator's config, checked against
+            :class:`~lowres_clip.augment.classic.ClassicConfig` or
+            :class:`~lowres_clip.augment.diffusion.DiffusionConfig` (e.g. ``num_samples``,
+            ``breaking_strengths``, ``model_id``, ``image_size``).
+        out_dir: folder of the generated images and their manifest; ``None``:
+            :func:`lowres_clip.augment.default_out_dir` (one folder per generator setting under the
+            cache root).
+    """
+
+    kind: str = "none"
+    use: str = "both"
+    generator: dict[str, Any] = field(default_factory=dict)
+    out_dir: str | None = None
+
+    def validate(self, path: str = "augmentation") -> None:
+        """Raise :class:`ConfigError` for an unknown kind, use or generator option."""
+        if self.kind not in AUGMENTATIONS:
+            raise ConfigError(f"{path}.kind: unknown augmentation {self.kind!r}; choose one of {AUGMENTATIONS}.")
+        if self.use not in AUGMENT_USES:
+            raise ConfigError(f"{path}.use: unknown value {self.use!r}; choose one of {AUGMENT_USES}.")
+        if self.kind != "none":
+            from_dict(generator_config_class(self.kind), self.generator, f"{path}.generator")
+            return
+        known = {f.name for kind in AUGMENTATIONS[1:] for f in dataclasses.fields(generator_config_class(kind))}
+        for key in self.generator:  # no generator chosen yet: the key must exist for one of them
+            if key not in known:
+                raise ConfigError(f"unknown key '{path}.generator.{key}'; generator options: {', '.join(sorted(known))}.")
+
+
+def generator_config_class(kind: str) -> type:
+    """The generator config dataclass of an augmentation kind (``classic`` or ``diffusion``)."""
+    if kind == "classic":
+        from .augment.classic import ClassicConfig
+
+        return ClassicConfig
+    if kind == "diffusion":
+        from .augment.diffusion import DiffusionConfig
+
+        return DiffusionConfig
+    raise ConfigError(f"augmentation kind {kind!r} has no generator; choose 'classic' or 'diffusion'.")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run (one dataset, model, method, K, seed) needs.
+
+    Attributes:
+        dataset: ``eurosat``, ``circuits`` or ``imagefolder:<path>``.
+        data_root: folder holding the dataset; ``None``: :func:`lowres_clip.datasets.default_data_root`
+            (``$LOWRES_CLIP_DATA``, else ``../shared/data``, else ``data/``). With ``smoke`` and no
+            data root a tiny synthetic EuroSAT is generated under the cache root.
+        model: open_clip architecture (``ViT-B-16``...), ``tiny-vit`` / ``tiny-rn`` (tests) or the
+            embedded CPU model ``EffLite0-MiniLM``.
+        weights: pretrained tag (``openai``...), a checkpoint path, ``random`` or ``embedded``.
+        method: ``zero_shot``, ``linear_probe`` or any ``+``-combination of ``lora``, ``bitfit``,
+            ``meta_adapter`` (written in the canonical order ``lora+bitfit+meta_adapter``).
+        shots: K, training images per class (validation: ``min(K, 4)`` per class).
+        seed: seed of the shot sampling, adapter initialisation and training (``train.seed`` is
+            always set to it).
+        long_tail_ratio: ``None`` for balanced K-shot; else per-class shots decay from K to K/ratio.
+        ensemble: use the dataset's prompt-template ensemble instead of its single template.
+        augmentation: generated training images (:class:`AugmentConfig`).
+        lora: LoRA settings (used when ``method`` contains ``lora``).
+        bitfit: BitFit settings (used when ``method`` contains ``bitfit``).
+        meta_adapter: Meta-Adapter settings (used when ``method`` contains ``meta_adapter``).
+        train: the training loop's settings (iterations, lr, batch size, validation selection...).
+        test_subset: evaluate on a fixed, class-stratified subset of this many test images (drawn
+            with seed 0: the same images for every method, K and seed, so runs stay comparable);
+            ``None``: the full test set (the paper profile). The CPU profile uses it to fit its time budget.
+        runs_root: where records, predictions and checkpoints go; ``None``: ``<repo>/runs``.
+        figures_root: where figures and tables go; ``None``: ``<repo>/figures``.
+        cache_root: feature / augmentation / smoke-data cache; ``None``: ``$LOWRES_CLIP_CACHE`` or
+            ``<repo>/.cache/lowres_clip``.
+        smoke: a tiny end-to-end run for tests (synthetic data when ``data_root`` is ``None``, fewer
+            analysis samples).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        profile: name of the profile the config came from (informational, kept in the record).
+    """
+
+    dataset: str = "eurosat"
+    data_root: str | None = None
+    model: str = EMBEDDED_MODEL
+    weights: str = "embedded"
+    method: str = "zero_shot"
+    shots: int = 16
+    seed: int = 1
+    long_tail_ratio: float | None = None
+    ensemble: bool = False
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    bitfit: BitFitConfig = field(default_factory=BitFitConfig)
+    meta_adapter: MetaAdapterConfig = field(default_factory=MetaAdapterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test_subset: int | None = None
+    runs_root: str | None = None
+    figures_root: str | None = None
+    cache_root: str | None = None
+    smoke: bool = False
+    device: str = "auto"
+    profile: str = ""
+
+    def validate(self, path: str = "") -> None:
+        """Check values that types cannot (method names, ranges); raise :class:`ConfigError`.
+
+        ``path`` prefixes the key names in messages (e.g. ``defaults`` for a profile).
+        """
+        p = f"{path}." if path else ""
+        try:
+            self.method = validate_method(self.method)
+        except ConfigError as exc:
+            raise ConfigError(p + str(exc)) from exc
+        if self.shots < 1:
+            raise ConfigError(f"{p}shots: must be a positive integer, got {self.shots}.")
+        if self.long_tail_ratio is not None and self.long_tail_ratio < 1:
+            raise ConfigError(f"{p}long_tail_ratio: must be >= 1 (head/tail shots) or null, got {self.long_tail_ratio}.")
+        if self.test_subset is not None and self.test_subset < 1:
+            raise ConfigError(f"{p}test_subset: must be a positive number of test images or null, got {self.test_subset}.")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ConfigError(f"{p}device: unknown device {self.device!r}; choose one of {DEVICES} or 'cuda:<n>'.")
+        self.augmentation.validate(f"{p}augmentation")
+        self.check_trainable_augmentation(p)
+        self.train.seed = self.seed
+        for name in ("lora", "bitfit", "meta_adapter", "train"):
+            check = getattr(getattr(self, name), "validate", None)
+            if check is None:
+                continue
+            try:
+                check()
+            except ValueError as exc:
+                raise ConfigError(f"{p}{name}: {exc}") from exc
+
+    @property
+    def label(self) -> str:
+        """The method part of the run key (method plus augmentation suffix)."""
+        return method_label(self.method, self.augmentation)
+
+    @property
+    def run_key(self) -> str:
+        """``{dataset}/{model}-{weights}/{label}/k{shots}-s{seed}``."""
+        return run_key(self.dataset, self.model, self.weights, self.label, self.shots, self.seed)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the run has a training loop (everything but zero-shot and the linear probe)."""
+        return self.method not in TRAINING_FREE
+
+    @property
+    def trains_vision(self) -> bool:
+        """Whether the method trains the image tower (LoRA or BitFit on ``vision`` / ``both``)."""
+        parts = self.method.split("+")
+        return ("lora" in parts and self.lora.encoders in ("vision", "both")) or (
+            "bitfit" in parts and self.bitfit.encoders in ("vision", "both"))
+
+    def check_trainable_augmentation(self, path: str = "") -> None:
+        """Raise :class:`ConfigError` when augmentation is asked for a method that cannot use it:
+        one that does not train, or label-breaking pairs without a trainable image tower."""
+        kind = self.augmentation.kind
+        if kind == "none":
+            return
+        if not self.trains:
+            raise ConfigError(f"{path}augmentation: {kind!r} augmentation needs a trained method; "
+                              f"{self.method!r} does not train. Use e.g. lora+aug-{kind}.")
+        if self.augmentation.use in ("both", "breaking") and not self.trains_vision:
+            raise ConfigError(
+                f"{path}augmentation: the label-breaking loss acts on image features, but {self.method!r} does "
+                f"not train the image tower; add LoRA/BitFit on the vision encoder or use 'aug-{kind}-preserving'."
+            )
+
+    def with_label(self, label: str) -> "RunConfig":
+        """A copy running the method label ``label`` (``lora+aug-classic``: method and augmentation)."""
+        method, aug = split_method_label(label)
+        augmentation = {**self.to_dict()["augmentation"], "kind": "none", "use": "both", **aug}
+        return self.replace(method=method, augmentation=augmentation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able nested dict (what the run record stores); :func:`from_dict` reads it back."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A validated copy with some (possibly dotted, e.g. ``train.iterations``) fields changed."""
+        return build_config(_merge(self.to_dict(), _nest(changes, "parameters")))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- methods
+def validate_method(method: str) -> str:
+    """Check a method name and return it in canonical order (``bitfit+lora`` -> ``lora+bitfit``).
+
+    Raises:
+        ConfigError: an unknown part, or a training-free method combined with another one.
+    """
+    if not isinstance(method, str) or not method.strip():
+        raise ConfigError(f"method: expected a method name such as 'lora', got {method!r}.")
+    parts = [p.strip() for p in method.split("+")]
+    for p in parts:
+        if p not in METHODS:
+            hint = " Augmentation goes in 'augmentation.kind' or a grid label like 'lora+aug-classic'." if p.startswith("aug") else ""
+            raise ConfigError(f"method: unknown method {p!r} in {method!r}; choose from {METHODS} "
+                              f"(adapters combine with '+', e.g. 'lora+bitfit+meta_adapter').{hint}")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"method: {method!r} names a method twice.")
+    if len(parts) > 1 and any(p in TRAINING_FREE for p in parts):
+        raise ConfigError(f"method: {method!r}: only {ADAPTERS} combine; zero_shot and linear_probe stand alone.")
+    return canonical_method(method)
+
+
+def method_label(method: str, augmentation: AugmentConfig | None = None) -> str:
+    """Run-key method part: ``method`` plus ``+aug-{kind}`` (``+aug-{kind}-{use}`` unless ``use`` is both)."""
+    method = validate_method(method)
+    if augmentation is None or augmentation.kind == "none":
+        return method
+    suffix = f"aug-{augmentation.kind}" + ("" if augmentation.use == "both" else f"-{augmentation.use}")
+    return f"{method}+{suffix}"
+
+
+def split_method_label(label: str) -> tuple[str, dict[str, str]]:
+    """``"lora+aug-classic-breaking"`` -> ``("lora", {"kind": "classic", "use": "breaking"})``.
+
+    The second item is ``{}`` for labels without augmentation. Raises :class:`ConfigError` for
+    unknown methods, augmentation kinds or uses.
+    """
+    parts = [p.strip() for p in str(label).split("+")]
+    aug = [p for p in parts if p.startswith("aug-")]
+    if len(aug) > 1:
+        raise ConfigError(f"method: {label!r} has more than one augmentation suffix.")
+    method = validate_method("+".join(p for p in parts if not p.startswith("aug-")))
+    if not aug:
+        return method, {}
+    kind, _, use = aug[0][len("aug-"):].partition("-")
+    use = use or "both"
+    if kind not in AUGMENTATIONS[1:]:
+        raise ConfigError(f"method: unknown augmentation {kind!r} in {label!r}; choose from {AUGMENTATIONS[1:]}.")
+    if use not in AUGMENT_USES:
+        raise ConfigError(f"method: unknown augmentation use {use!r} in {label!r}; choose from {AUGMENT_USES}.")
+    if method in TRAINING_FREE:
+        raise ConfigError(f"method: {label!r}: augmentation needs a trained method, not {method!r}.")
+    return method, {"kind": kind, "use": use}
+
+
+# ----------------------------------------------------------------------------- strict building
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations of a foreign dataclass: check keys, not types
+        return {}
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against the type ``hint`` (light coercion: int -> float, list -> tuple)."""
+    if hint is Any or hint is None:
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of {hint.__name__} fields, got {value!r}.")
+        return from_dict(hint, value, path)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{path}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}.")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {args}, got {value!r}.")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}.")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{path}: expected a string, got {value!r}.")
+        return str(value)
+    if origin in (list, tuple, cabc.Sequence) or hint in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}.")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            inner = Any  # fixed-length tuples: length and items are the owner's to check
+        else:
+            inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or hint is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}.")
+        return dict(value)
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) mapping, strictly.
+
+    Unknown keys raise :class:`ConfigError` naming ``path.key`` and listing the accepted keys;
+    values are type-checked against the field annotations; nested dataclass fields are built
+    recursively. Validation errors of the dataclass itself (``__post_init__`` / ``validate``)
+    become :class:`ConfigError` too.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"unknown key '{where}' for {cls.__name__}; accepted keys: {', '.join(fields)}.")
+    hints = _type_hints(cls)
+    kwargs = {k: _coerce(v, hints.get(k, Any), f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
+    return obj
+
+
+def _nest(flat: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``{"train.iterations": 5}`` -> ``{"train": {"iterations": 5}}`` (nested mappings kept)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: keys must be strings, got {key!r}.")
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: '{key}' conflicts with a non-mapping value of '{p}'.")
+        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
+            node[leaf] = _merge(node[leaf], value)
+        else:
+            node[leaf] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``over`` wins; mappings merge key by key (``generator`` included)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_config(values: Mapping[str, Any], path: str = "") -> RunConfig:
+    """A validated :class:`RunConfig` from a nested mapping (method labels with ``+aug-...`` allowed).
+
+    ``path`` prefixes the key names in error messages (e.g. ``defaults`` for a profile).
+    """
+    values = dict(values)
+    prefix = f"{path}." if path else ""
+    if isinstance(values.get("method"), str) and "aug-" in values["method"]:
+        try:
+            method, aug = split_method_label(values["method"])
+        except ConfigError as exc:
+            raise ConfigError(prefix + str(exc)) from exc
+        values["method"] = method
+        values["augmentation"] = _merge(values.get("augmentation") or {}, aug)
+    cfg = from_dict(RunConfig, values, path)
+    cfg.validate(path)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- profiles
+@dataclass
+class Grid:
+    """What the study runs for a profile.
+
+    Attributes:
+        datasets: datasets the profile covers.
+        shots: K values.
+        seeds: seeds (tables report mean ± std over them).
+        methods: method labels, optionally with an augmentation suffix (``lora+aug-classic``).
+        failure_pairs: ``[baseline, adapted]`` method labels compared by the failure analysis
+            (07) for every (K, seed); empty: none.
+    """
+
+    datasets: list[str] = field(default_factory=lambda: ["eurosat"])
+    shots: list[int] = field(default_factory=lambda: [16])
+    seeds: list[int] = field(default_factory=lambda: [1])
+    methods: list[str] = field(default_factory=lambda: ["zero_shot"])
+    failure_pairs: list[list[str]] = field(default_factory=list)
+
+    def validate(self, path: str = "grid") -> None:
+        """Raise :class:`ConfigError` for empty lists, bad K, unknown methods or pairs."""
+        for name in ("datasets", "shots", "seeds", "methods"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}: must list at least one value.")
+        for i, k in enumerate(self.shots):
+            if k < 1:
+                raise ConfigError(f"{path}.shots[{i}]: shots must be positive, got {k}.")
+        labels = []
+        for i, m in enumerate(self.methods):
+            try:
+                method, aug = split_method_label(m)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}.methods[{i}]: {exc}") from exc
+            labels.append(method_label(method, AugmentConfig(**aug) if aug else None))
+        self.methods = labels
+        for i, pair in enumerate(self.failure_pairs):
+            if len(pair) != 2:
+                raise ConfigError(f"{path}.failure_pairs[{i}]: expected [baseline, adapted], got {pair!r}.")
+            canon = []
+            for m in pair:
+                method, aug = split_method_label(m)
+                label = method_label(method, AugmentConfig(**aug) if aug else None)
+                if label not in self.methods:
+                    raise ConfigError(f"{path}.failure_pairs[{i}]: {m!r} is not one of the grid's methods {self.methods}.")
+                canon.append(label)
+            self.failure_pairs[i] = canon
+
+
+@dataclass
+class Profile:
+    """A named set of defaults plus the study grid.
+
+    Attributes:
+        name: profile name (file stem).
+        description: one line saying what the profile is for.
+        defaults: the (validated) mapping of :class:`RunConfig` values the profile sets.
+        grid: what the study runs.
+        path: the YAML file it was read from.
+    """
+
+    name: str
+    description: str
+    defaults: dict[str, Any]
+    grid: Grid
+    path: Path | None = None
+
+    def config(self, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """The profile's defaults with ``overrides`` (possibly dotted keys) applied."""
+        values = _merge(self.defaults, _nest(dict(overrides or {}), "parameters"))
+        values.setdefault("profile", self.name)
+        return build_config(values)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in ``lib/lowres_clip/profiles``."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(name: str | Path) -> Path:
+    """The YAML file of a profile name (or a path to a YAML file)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"profile file '{p}' does not exist.")
+        return p
+    p = PROFILES_DIR / f"{name}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"unknown profile {str(name)!r}; available: {available_profiles()} (or a path to a .yaml file).")
+    return p
+
+
+def parse_profile(raw: Mapping[str, Any], name: str, path: Path | None = None) -> Profile:
+    """Validate a profile mapping (strict: unknown keys anywhere are errors)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"profile {name!r}: expected a mapping with keys {PROFILE_KEYS}, got {type(raw).__name__}.")
+    for key in raw:
+        if key not in PROFILE_KEYS:
+            raise ConfigError(f"profile {name!r}: unknown key '{key}'; accepted keys: {', '.join(PROFILE_KEYS)}.")
+    defaults = dict(raw.get("defaults") or {})
+    try:
+        build_config({**defaults, "profile": name}, "defaults")  # every key and value checked
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name!r}: {exc}") from exc
+    try:
+        grid = from_dict(Grid, raw.get("grid") or {}, "grid")
+        grid.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name!r}: {exc}") from exc
+    return Profile(name, str(raw.get("description", "")), defaults, grid, path)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_profile_cached(path: str, mtime: float) -> Profile:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file '{p}' is not valid YAML: {exc}") from exc
+    return parse_profile(raw, p.stem, p)
+
+
+def load_profile(name: str | Path | Profile) -> Profile:
+    """Load and validate a profile by name (``paper``, ``cpu``, ``smoke``) or YAML path."""
+    if isinstance(name, Profile):
+        return name
+    p = profile_path(name)
+    prof = _load_profile_cached(str(p.resolve()), p.stat().st_mtime)
+    return dataclasses.replace(prof, defaults=dict(prof.defaults), grid=dataclasses.replace(prof.grid))
+
+
+def resolve_config(
+    profile: str | Path | Profile = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> RunConfig:
+    """The run configuration of a notebook: profile defaults, then parameters, then ``overrides``.
+
+    Args:
+        profile: profile name, YAML path or :class:`Profile`.
+        overrides: values applied verbatim (``None`` included), nested or dotted
+            (``{"train.iterations": 5}`` or ``{"train": {"iterations": 5}}``).
+        **params: notebook parameters; ``None`` means "keep the profile's value".
+
+    Raises:
+        ConfigError: unknown profile, unknown parameter or key (named), unknown method, bad value.
+    """
+    prof = load_profile(profile)
+    given = {k: v for k, v in params.items() if v is not None}
+    merged = _merge(_nest(given, "parameters"), _nest(dict(overrides or {}), "overrides"))
+    return prof.config(merged)

@@ -1,0 +1,174 @@
+"""Run configuration and profiles: strict validation, overrides, method labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lowres_clip.config import (
+    AugmentConfig,
+    ConfigError,
+    RunConfig,
+    available_profiles,
+    build_config,
+    load_profile,
+    method_label,
+    resolve_config,
+    split_method_label,
+)
+from lowres_clip.embedded import EMBEDDED_MODEL
+from lowres_clip.methods.lora import LoraConfig
+from lowres_clip.train import TrainConfig
+
+
+def write_profile(tmp_path: Path, raw: dict, name: str = "custom") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_profiles_load_and_validate():
+    assert set(available_profiles()) >= {"paper", "cpu", "smoke"}
+    for name in available_profiles():
+        prof = load_profile(name)
+        cfg = prof.config()
+        assert isinstance(cfg, RunConfig) and cfg.profile == name
+        for dataset in prof.grid.datasets:  # every grid cell resolves
+            for label in prof.grid.methods:
+                assert prof.config({"dataset": dataset, "method": label}).label == label
+
+
+def test_paper_profile_is_the_full_gpu_grid_with_clip_lora_defaults():
+    prof = load_profile("paper")
+    cfg = prof.config()
+    assert (cfg.model, cfg.weights, cfg.device) == ("ViT-B-16", "openai", "cuda")
+    assert prof.grid.shots == [1, 2, 4, 8, 16] and prof.grid.seeds == [1, 2, 3]
+    assert prof.grid.datasets == ["eurosat", "circuits"]
+    assert {"zero_shot", "linear_probe", "lora", "bitfit", "meta_adapter", "lora+bitfit+meta_adapter"} <= set(prof.grid.methods)
+    assert cfg.train.iterations is None and cfg.train.iterations_per_shot == 500  # 500 x K
+    assert (cfg.train.lr, cfg.train.batch_size) == (2e-4, 32)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout) == (2, 1.0, 0.25)
+
+
+def test_cpu_and_smoke_profiles():
+    cpu = load_profile("cpu")
+    cfg = cpu.config()
+    assert (cfg.model, cfg.weights, cfg.dataset, cfg.shots, cfg.seed) == (EMBEDDED_MODEL, "embedded", "eurosat", 16, 1)
+    assert cfg.train.iterations <= 500 and cfg.train.precision == "auto"
+    assert cfg.test_subset is not None and load_profile("paper").config().test_subset is None
+    assert cpu.grid.shots == [16] and cpu.grid.seeds == [1]
+    smoke = load_profile("smoke").config()
+    assert (smoke.model, smoke.weights, smoke.smoke) == ("tiny-vit", "random", True)
+    assert smoke.train.iterations <= 10
+
+
+def test_parameters_override_profile_values():
+    cfg = resolve_config("smoke", None, dataset="circuits", shots=4, seed=3, method="bitfit+lora", model=None)
+    assert (cfg.dataset, cfg.shots, cfg.seed) == ("circuits", 4, 3)
+    assert cfg.model == "tiny-vit"  # None keeps the profile's value
+    assert cfg.method == "lora+bitfit"  # canonical order
+    assert cfg.run_key == "circuits/tiny-vit-random/lora+bitfit/k4-s3"
+    assert cfg.train.seed == 3  # the run seed drives training too
+
+
+def test_nested_and_dotted_overrides():
+    base = load_profile("smoke").config()
+    cfg = resolve_config("smoke", {"train.lr": 1e-3, "lora": {"rank": 4}}, train={"iterations": 7})
+    assert cfg.train.lr == 1e-3 and cfg.train.iterations == 7 and cfg.lora.rank == 4
+    assert cfg.train.batch_size == base.train.batch_size  # untouched keys keep the profile's value
+    assert isinstance(cfg.lora, LoraConfig) and isinstance(cfg.train, TrainConfig)
+    explicit_none = resolve_config("smoke", {"long_tail_ratio": None}, long_tail_ratio=None)
+    assert explicit_none.long_tail_ratio is None
+
+
+@pytest.mark.parametrize("params, overrides, key", [
+    ({"methd": "lora"}, None, "methd"),
+    ({}, {"train.iterationz": 3}, "train.iterationz"),
+    ({"train": {"lrr": 1.0}}, None, "train.lrr"),
+    ({}, {"lora": {"rnak": 2}}, "lora.rnak"),
+    ({}, {"augmentation": {"kind": "classic", "generator": {"num_sampels": 2}}}, "augmentation.generator.num_sampels"),
+    ({}, {"augmentation": {"generator": {"strenght": 2}}}, "augmentation.generator.strenght"),
+])
+def test_unknown_keys_are_errors_naming_the_key(params, overrides, key):
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}'"):
+        resolve_config("smoke", overrides, **params)
+
+
+@pytest.mark.parametrize("section, content, key", [
+    ("top", {"defaults": {}, "grid": {}, "extra": 1}, "extra"),
+    ("defaults", {"defaults": {"train": {"iterationz": 3}}}, "defaults.train.iterationz"),
+    ("defaults", {"defaults": {"modle": "x"}}, "defaults.modle"),
+    ("grid", {"grid": {"shot": [1]}}, "grid.shot"),
+])
+def test_unknown_profile_keys_are_errors_naming_the_key(tmp_path, section, content, key):
+    path = write_profile(tmp_path, content)
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert key in str(err.value) and "custom" in str(err.value)
+
+
+def test_unknown_methods_are_errors():
+    with pytest.raises(ConfigError, match="unknown method 'lorra'"):
+        resolve_config("smoke", None, method="lorra")
+    with pytest.raises(ConfigError, match="stand alone"):
+        resolve_config("smoke", None, method="zero_shot+lora")
+    with pytest.raises(ConfigError, match="unknown augmentation 'gan'"):
+        resolve_config("smoke", None, method="lora+aug-gan")
+
+
+def test_unknown_grid_method_is_an_error(tmp_path):
+    path = write_profile(tmp_path, {"grid": {"methods": ["zero_shot", "lora+metaadapter"]}})
+    with pytest.raises(ConfigError, match=r"grid\.methods\[1\].*'metaadapter'"):
+        load_profile(path)
+    path = write_profile(tmp_path, {"grid": {"methods": ["lora"], "failure_pairs": [["zero_shot", "lora"]]}})
+    with pytest.raises(ConfigError, match="failure_pairs"):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"shots": "3"}, "shots: expected an integer"),
+    ({"shots": 0}, "shots: must be a positive integer"),
+    ({"smoke": "yes"}, "smoke: expected true/false"),
+    ({"device": "tpu"}, "device: unknown device"),
+    ({"lora": {"rank": 0}}, "lora: LoRA rank"),
+    ({"train": {"lr": -1.0}}, "train: TrainConfig"),
+    ({"augmentation": {"kind": "gan"}}, "augmentation.kind"),
+])
+def test_bad_values_are_errors(values, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        build_config(values)
+
+
+def test_method_labels_round_trip():
+    assert split_method_label("bitfit+lora+aug-classic") == ("lora+bitfit", {"kind": "classic", "use": "both"})
+    assert split_method_label("lora+aug-diffusion-breaking") == ("lora", {"kind": "diffusion", "use": "breaking"})
+    assert split_method_label("meta_adapter") == ("meta_adapter", {})
+    assert method_label("lora", AugmentConfig(kind="classic", use="preserving")) == "lora+aug-classic-preserving"
+    with pytest.raises(ConfigError, match="needs a trained method"):
+        split_method_label("zero_shot+aug-classic")
+    cfg = resolve_config("smoke", None, method="lora+aug-classic")
+    assert (cfg.method, cfg.augmentation.kind, cfg.label) == ("lora", "classic", "lora+aug-classic")
+    assert cfg.run_key.split("/")[2] == "lora+aug-classic"
+    with pytest.raises(ConfigError, match="label-breaking loss acts on image features"):
+        resolve_config("smoke", None, method="meta_adapter+aug-classic")
+    assert resolve_config("smoke", None, method="meta_adapter+aug-classic-preserving").augmentation.use == "preserving"
+    with pytest.raises(ConfigError, match="label-breaking"):
+        resolve_config("smoke", {"lora.encoders": "text"}, method="lora+aug-classic")
+    plain = cfg.with_label("zero_shot")
+    assert (plain.method, plain.augmentation.kind) == ("zero_shot", "none")
+    with pytest.raises(ConfigError, match="needs a trained method"):
+        plain.replace(augmentation={"kind": "classic"}).check_trainable_augmentation()
+
+
+def test_config_dict_round_trip():
+    cfg = resolve_config("paper", {"lora.position": "half-up"}, method="lora+aug-diffusion")
+    again = build_config(cfg.to_dict())
+    assert again == cfg
+    assert again.replace(**{"train.iterations": 9}).train.iterations == 9
+
+
+def test_unknown_profile_name():
+    with pytest.raises(ConfigError, match="unknown profile 'gpu'.*cpu"):
+        load_profile("gpu")

@@ -1,0 +1,159 @@
+"""The numbered notebooks: committed clean, one ``parameters`` cell, and each runs under papermill
+with smoke parameters (tiny random model, generated data), writing its figures and result files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from lowres_clip import pipeline, study
+from lowres_clip.config import resolve_config
+from lowres_clip.runs import is_finished, run_dir
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = [Path(n).stem for n in study.NOTEBOOKS]
+COMMON = ["profile", "dataset", "data_root", "model", "weights", "shots", "seed", "smoke", "device",
+          "runs_root", "figures_root", "cache_root", "overrides"]
+
+
+def load_builder():
+    spec = importlib.util.spec_from_file_location("notebook_builder", NOTEBOOKS / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parameter_cells(nb) -> list:
+    return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+
+
+# ----------------------------------------------------------------------------- committed form
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_without_outputs_and_one_parameters_cell(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{name} has outputs"
+    params = parameter_cells(nb)
+    assert len(params) == 1 and params[0] is code[0], "exactly one parameters cell, the first code cell"
+    assert "resolve_config(profile, overrides" in code[1].source, "derived values come right after"
+    assert nb.cells[-1].cell_type == "markdown" and "What to look at" in nb.cells[-1].source
+    assert nb.metadata["kernelspec"]["name"] == study.KERNEL_NAME
+    declared = papermill.inspect_notebook(str(path))
+    assert set(COMMON) <= set(declared)
+    assert declared["profile"]["default"] == '"cpu"'
+
+
+def test_notebooks_match_their_generator():
+    builder = load_builder()
+    assert sorted(builder.NOTEBOOKS) == sorted(NAMES)
+    for name in NAMES:
+        assert (NOTEBOOKS / f"{name}.ipynb").read_text() == builder.render(name), \
+            f"{name}.ipynb differs from notebooks/_build.py; run `python notebooks/_build.py`"
+
+
+def test_no_logic_only_in_notebooks():
+    """Code cells are short calls into the package: no function or class definitions, no loops of work."""
+    for name in NAMES:
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not re.search(r"^\s*(def|class|async def) ", cell.source, re.M), name
+                assert len(cell.source.splitlines()) <= 20, name
+
+
+# ----------------------------------------------------------------------------- execution
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Run 00..08 in order with the smoke profile into fresh roots; returns roots, outputs and errors."""
+    base = tmp_path_factory.mktemp("notebooks")
+    roots = {"runs_root": str(base / "runs"), "figures_root": str(base / "figures"), "cache_root": str(base / "cache")}
+    extra = {"07_failure_analysis": {"k": 4}}
+    outputs, errors, seconds = {}, {}, {}
+    for name in NAMES:
+        out = base / "executed" / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        try:
+            papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
+                                       parameters={"profile": "smoke", **roots, **extra.get(name, {})},
+                                       kernel_name=study.KERNEL_NAME, progress_bar=False, cwd=str(NOTEBOOKS))
+        except Exception as exc:  # reported by the test of that notebook
+            errors[name] = f"{type(exc).__name__}: {exc}"
+        seconds[name] = round(time.time() - t0, 1)
+        outputs[name] = out
+    print("notebook seconds:", seconds)
+    return {"roots": roots, "outputs": outputs, "errors": errors}
+
+
+def cfg_of(executed, **params):
+    return resolve_config("smoke", None, **executed["roots"], **params)
+
+
+def outputs_of(path: Path) -> list[dict]:
+    return [o for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+
+
+def has_image(path: Path) -> bool:
+    return any("image/png" in o.get("data", {}) for o in outputs_of(path))
+
+
+def check_run(executed, method: str) -> None:
+    cfg = cfg_of(executed, method=method)
+    assert is_finished(cfg.run_key, executed["roots"]["runs_root"])
+    out = run_dir(cfg.run_key, executed["roots"]["runs_root"])
+    assert (out / "predictions.npz").is_file()
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["method"] == cfg.method and "total" in record["timings"]
+    figs = Path(executed["roots"]["figures_root"]) / cfg.run_key
+    for name in ("confusion_normalized.png", "per_class_accuracy.png", "per_class.csv"):
+        assert (figs / name).is_file(), name
+    if cfg.trains:
+        assert (out / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executes_with_smoke_parameters(executed, name):
+    assert name not in executed["errors"], executed["errors"].get(name)
+    path = executed["outputs"][name]
+    assert not any(o["output_type"] == "error" for o in outputs_of(path))
+    if name == "00_data":
+        cfg = cfg_of(executed)
+        assert all(p.is_file() for p in pipeline.data_outputs(cfg))
+        assert (pipeline.split_dir(cfg) / f"{cfg.dataset}-k{cfg.shots}-s{cfg.seed}.json").is_file()
+    elif name == "01_zero_shot":
+        check_run(executed, "zero_shot")
+    elif name in ("02_lora", "03_bitfit", "04_meta_adapter"):
+        check_run(executed, name.split("_", 1)[1])
+    elif name == "05_augment_generate":
+        cfg = cfg_of(executed, method="lora+aug-classic")
+        out = pipeline.augmentation_dir(cfg)
+        assert (out / "manifest.jsonl").is_file()
+        assert (pipeline.augmentation_figure_dir(cfg, out) / "gallery.png").is_file()
+    elif name == "06_augment_train":
+        check_run(executed, "lora+aug-classic")
+    elif name == "07_failure_analysis":
+        a, b = cfg_of(executed, method="zero_shot"), cfg_of(executed, method="lora")
+        summary = json.loads(pipeline.failure_summary_path(a, b).read_text())
+        assert summary["baseline"] == a.run_key and summary["adapted"] == b.run_key
+        figs = Path(executed["roots"]["figures_root"]) / b.run_key
+        assert (figs / "improvements_vs_zero_shot.csv").is_file() and (figs / "clusters.png").is_file()
+        browser_pngs = sorted(p.name for p in (figs / "browser").glob("*.png"))
+        assert len(browser_pngs) == 2 * 4  # headless browser: every class, correct and incorrect
+        widget = [o for o in outputs_of(path) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert widget, "the failure browser widget is displayed"
+    elif name == "08_report_tables":
+        cfg = cfg_of(executed)
+        assert all(p.is_file() for p in pipeline.table_paths(cfg))
+        md = pipeline.table_paths(cfg)[1].read_text()
+        for method in ("zero_shot", "lora", "bitfit", "meta_adapter", "lora+aug-classic"):
+            assert f"| {method} " in md
+    assert has_image(path), f"{name} shows its figures inline"

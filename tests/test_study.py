@@ -1,0 +1,230 @@
+"""The pipeline steps and the papermill study runner: tables, skipping, forcing, failures, validation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lowres_clip import pipeline, study
+from lowres_clip.config import ConfigError, load_profile, resolve_config
+from lowres_clip.runs import Predictions, RunRecord, is_finished, run_dir
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> dict[str, str]:
+    return {name: str(tmp_path / name.split("_")[0]) for name in ("runs_root", "figures_root", "cache_root")}
+
+
+def smoke_cfg(roots: dict[str, str], **params):
+    return resolve_config("smoke", None, **roots, **params)
+
+
+# ----------------------------------------------------------------------------- aggregated tables
+def test_report_tables_mean_and_std_over_seeds(roots):
+    cfg = smoke_cfg(roots)
+    crafted = {("lora", 1): 0.5, ("lora", 2): 0.6, ("lora", 3): 0.8, ("zero_shot", 1): 0.25}
+    for (method, seed), top1 in crafted.items():
+        key = smoke_cfg(roots, method=method, seed=seed, shots=2).run_key
+        RunRecord(key, {"top1": top1, "balanced": top1 / 2}, {}, seed, timings={"total": 1.0}).save(roots["runs_root"])
+    tables = pipeline.report_tables(cfg)
+    csv = pd.read_csv(pipeline.table_paths(cfg)[0])
+    lora = csv[csv["method"] == "lora"].iloc[0]
+    values = np.array([0.5, 0.6, 0.8])
+    assert lora["n_seeds"] == 3
+    assert lora["top1_mean"] == pytest.approx(values.mean())
+    assert lora["top1_std"] == pytest.approx(values.std(ddof=1))
+    assert lora["balanced_std"] == pytest.approx((values / 2).std(ddof=1))
+    zs = csv[csv["method"] == "zero_shot"].iloc[0]
+    assert (zs["n_seeds"], zs["top1_mean"], zs["top1_std"]) == (1, 0.25, 0.0)
+    md = pipeline.table_paths(cfg)[1].read_text()
+    assert "63.33 ± 15.28" in md and "25.00 ± 0.00" in md
+    assert r"63.33 $\pm$ 15.28" in pipeline.table_paths(cfg)[2].read_text()
+    assert len(tables.runs) == 4 and (pipeline.tables_dir(cfg) / "methods_by_shots.png").is_file()
+
+
+# ----------------------------------------------------------------------------- runs
+def test_run_method_writes_record_last_with_timings(roots):
+    cfg = smoke_cfg(roots, method="linear_probe")
+    record, preds = pipeline.run_method(cfg)
+    out = run_dir(cfg.run_key, roots["runs_root"])
+    assert is_finished(cfg.run_key, roots["runs_root"])
+    assert {"data", "model", "features", "train", "eval", "figures", "total"} <= set(record.timings)
+    assert {"top1", "balanced", "val_top1"} <= set(record.metrics)
+    assert record.config["method"] == "linear_probe" and record.seed == cfg.seed
+    again = Predictions.load(out / "predictions.npz")
+    np.testing.assert_array_equal(again.logits, preds.logits)
+    fig_dir = Path(roots["figures_root"]) / cfg.run_key
+    assert (fig_dir / "confusion_normalized.png").is_file() and (fig_dir / "per_class_accuracy.png").is_file()
+
+
+def test_test_subset_is_fixed_and_stratified(roots):
+    cfg = smoke_cfg(roots, method="zero_shot", test_subset=8)
+    ds, _ = pipeline.prepare_data(cfg)
+    subset = pipeline.test_samples(cfg, ds)
+    assert len(subset) == 8 and np.bincount([s.label for s in subset]).tolist() == [2, 2, 2, 2]
+    assert subset == pipeline.test_samples(smoke_cfg(roots, method="lora", seed=2, test_subset=8), ds)
+    _, preds = pipeline.run_method(cfg)
+    assert preds.paths == [s.path for s in subset] and preds.logits.shape == (8, 4)
+    assert len(pipeline.test_samples(smoke_cfg(roots), ds)) == len(ds.split("test"))
+
+
+def test_combined_method_saves_its_checkpoint(roots):
+    cfg = smoke_cfg(roots, method="lora+bitfit+meta_adapter")
+    record, _ = pipeline.run_method(cfg)
+    assert (run_dir(cfg.run_key, roots["runs_root"]) / "checkpoint.pt").is_file()
+    assert record.extra["parameter_counts"]["lora"] > 0 and record.extra["parameter_counts"]["meta_adapter"] > 0
+    assert record.extra["train"]["steps"] == cfg.train.iterations
+
+
+def test_interrupted_run_leaves_no_finished_record(roots, monkeypatch):
+    cfg = smoke_cfg(roots, method="zero_shot")
+    pipeline.run_method(cfg)
+    assert is_finished(cfg.run_key, roots["runs_root"])
+
+    def killed(self, root=None):
+        raise KeyboardInterrupt  # the process dies right before the record is written
+
+    monkeypatch.setattr(RunRecord, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_method(cfg)  # a forced rerun, interrupted
+    assert (run_dir(cfg.run_key, roots["runs_root"]) / "predictions.npz").is_file()
+    assert not is_finished(cfg.run_key, roots["runs_root"])  # the old record was removed first
+
+
+# ----------------------------------------------------------------------------- study logic
+class FakeExecutor:
+    """Stands in for papermill: notes the jobs and writes what their notebooks would write."""
+
+    def __init__(self, runs_root: str, fail: str | None = None):
+        self.runs_root, self.fail, self.calls = runs_root, fail, []
+
+    def __call__(self, job: study.Job) -> None:
+        self.calls.append(job.name)
+        if self.fail and self.fail in job.name:
+            raise RuntimeError("boom")
+        if job.run_key:
+            RunRecord(job.run_key, {"top1": 0.5, "balanced": 0.5}, {}, 1).save(self.runs_root)
+        for p in job.outputs:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("done")
+
+
+def grid(roots, executor, **kw):
+    kw.setdefault("methods", ["zero_shot", "lora"])
+    return study.run_study("smoke", "eurosat", shots=[1], seeds=[1], executor=executor, progress=False, **roots, **kw)
+
+
+def test_rerun_skips_finished_runs_and_force_redoes_them(roots):
+    keys = {m: smoke_cfg(roots, method=m, shots=1, seed=1).run_key for m in ("zero_shot", "lora")}
+    first = FakeExecutor(roots["runs_root"])
+    result = grid(roots, first)
+    assert result.ok and first.calls == ["eurosat/data/k1-s1", keys["zero_shot"], keys["lora"],
+                                         "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/report"]
+    again = FakeExecutor(roots["runs_root"])
+    result = grid(roots, again)
+    assert again.calls == ["eurosat/report"]
+    assert set(result.skipped) == set(first.calls[:-1])
+    forced = FakeExecutor(roots["runs_root"])
+    grid(roots, forced, force=True)
+    assert forced.calls == first.calls
+    (run_dir(keys["lora"], roots["runs_root"]) / "record.json").unlink()
+    partial = FakeExecutor(roots["runs_root"])
+    grid(roots, partial)  # the split is still needed by lora; the failure analysis sees a new lora run
+    assert partial.calls == ["eurosat/data/k1-s1", keys["lora"], "eurosat/failure/k1-s1/zero_shot-vs-lora",
+                             "eurosat/report"]
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(roots):
+    keys = {m: smoke_cfg(roots, method=m, shots=1, seed=1).run_key for m in ("zero_shot", "lora")}
+    ex = FakeExecutor(roots["runs_root"], fail="/lora/")
+    result = grid(roots, ex)
+    assert not result.ok
+    assert "RuntimeError: boom" in result.failed[keys["lora"]]
+    assert result.failed["eurosat/failure/k1-s1/zero_shot-vs-lora"].startswith(f"not run: {keys['lora']} failed")
+    assert is_finished(keys["zero_shot"], roots["runs_root"]) and "eurosat/report" in ex.calls
+    assert "FAILED" in result.summary()
+
+
+def test_bad_profile_key_method_or_override_fails_before_any_run(roots, tmp_path):
+    ex = FakeExecutor(roots["runs_root"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  model: tiny-vit\n  train: {iterationz: 3}\ngrid:\n  datasets: [eurosat]\n")
+    with pytest.raises(ConfigError, match="defaults.train.iterationz"):
+        study.run_study(bad, "eurosat", executor=ex, **roots)
+    bad.write_text("defaults:\n  model: tiny-vit\ngrid:\n  datasets: [eurosat]\n  methods: [zero_shot, lora+bitfitt]\n")
+    with pytest.raises(ConfigError, match="bitfitt"):
+        study.run_study(bad, "eurosat", executor=ex, **roots)
+    with pytest.raises(ConfigError, match="train.iterationz"):
+        grid(roots, ex, overrides={"train.iterationz": 3})
+    with pytest.raises(ConfigError, match="lorra"):
+        grid(roots, ex, methods=["lorra"])
+    assert ex.calls == [] and not Path(roots["runs_root"]).exists()
+
+
+def test_unknown_notebook_parameter_fails_before_any_run(roots, tmp_path):
+    nb_dir = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, nb_dir)
+    path = nb_dir / study.NB_ZERO_SHOT
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = "\n".join(line for line in cell.source.splitlines() if not line.startswith("method ="))
+    nbformat.write(nb, path)
+    ex = FakeExecutor(roots["runs_root"])
+    with pytest.raises(ConfigError, match="unknown parameter 'method' for 01_zero_shot.ipynb"):
+        grid(roots, ex, notebooks_dir=nb_dir)
+    assert ex.calls == []
+
+
+def test_cli_reports_config_errors(roots, capsys):
+    rc = study.main(["--profile", "smoke", "--dataset", "eurosat", "--set", "train.iterationz=3",
+                     "--runs-root", roots["runs_root"]])
+    assert rc == 2 and "train.iterationz" in capsys.readouterr().err
+    rc = study.main(["--profile", "smoke", "--dataset", "imagenet"])
+    assert rc == 2 and "imagenet" in capsys.readouterr().err
+
+
+def test_notebook_for_method_labels():
+    assert study.notebook_for("linear_probe") == study.NB_ZERO_SHOT
+    assert study.notebook_for("bitfit+lora+meta_adapter") == study.NB_LORA
+    assert study.notebook_for("bitfit+meta_adapter") == study.NB_BITFIT
+    assert study.notebook_for("meta_adapter") == study.NB_META
+    assert study.notebook_for("lora+aug-classic") == study.NB_AUG_TRAIN
+
+
+# ----------------------------------------------------------------------------- papermill end to end
+def test_study_end_to_end_with_papermill(roots, tmp_path, capsys):
+    """Real notebooks on the python3 kernel: zero-shot runs, diffusion augmentation fails offline
+    (no weights), the failure is reported, the rest goes on; a rerun skips the finished run."""
+    data_root = pipeline.make_smoke_dataset(tmp_path / "data")
+    raw = yaml.safe_load(load_profile("smoke").path.read_text())
+    raw["grid"] = {"datasets": ["eurosat"], "shots": [1], "seeds": [1], "methods": ["zero_shot", "lora+aug-diffusion"]}
+    profile = tmp_path / "offline.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+    args = ["--profile", str(profile), "--dataset", "eurosat", "--data-root", str(data_root)]
+    for name, value in roots.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    rc = study.main(args)
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 1, out + captured.err
+    assert "FAILED eurosat/augment-diffusion/k1-s1" in out and "not run" in out
+    zs = smoke_cfg(roots, method="zero_shot", shots=1, seed=1, data_root=str(data_root))
+    assert is_finished(zs.run_key, roots["runs_root"])
+    executed = Path(roots["runs_root"]) / "notebooks" / zs.run_key / study.NB_ZERO_SHOT
+    assert executed.is_file() and any(c.get("outputs") for c in nbformat.read(executed, 4).cells)
+    assert all(p.is_file() for p in pipeline.table_paths(zs))
+    record = run_dir(zs.run_key, roots["runs_root"]) / "record.json"
+    mtime = record.stat().st_mtime_ns
+
+    result = study.run_study(profile, "eurosat", data_root=data_root, methods=["zero_shot"], progress=False, **roots)
+    assert result.ok, result.summary()
+    assert zs.run_key in result.skipped and result.ran == ["eurosat/report"]
+    assert record.stat().st_mtime_ns == mtime
