@@ -112,3 +112,26 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Feature caches of tests never touch the user's cache."""
     if "LOWRES_CLIP_CACHE_KEEP" not in os.environ:
         monkeypatch.setenv("LOWRES_CLIP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run much faster single-threaded (CI has 2 shared cores); use via
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """A tiny random-weight ViT CLIP (seeded), shared by the tests of one module."""
+    import torch
+
+    from lowres_clip.models import load_clip
+
+    torch.manual_seed(0)
+    return load_clip("tiny-vit", "random", device="cpu")

@@ -7,14 +7,9 @@ import torch
 
 from lowres_clip.datasets import load_dataset
 from lowres_clip.features import FeatureCache, image_features, text_classifier
-from lowres_clip.models import load_clip
 from lowres_clip.prompts import format_prompts, get_templates
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    torch.manual_seed(0)
-    return load_clip("tiny-vit", "random", device="cpu")
 
 
 def test_image_features_cached_and_normalised(eurosat_root, tmp_path, bundle):

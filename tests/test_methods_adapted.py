@@ -18,25 +18,15 @@ from lowres_clip.methods import (
     zero_shot_classifier,
     zero_shot_logits,
 )
-from lowres_clip.models import load_clip
 from lowres_clip.utils import AdaptationError
 
 NAMES = ["annual crop", "forest", "highway", "sea or lake"]
 TEMPLATES = ["a satellite photo of {}.", "a centered satellite photo of {}."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    torch.manual_seed(0)
-    return load_clip("tiny-vit", "random", device="cpu")
 
 
 @pytest.fixture(scope="module")

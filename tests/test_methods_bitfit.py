@@ -10,24 +10,14 @@ import torch
 
 from lowres_clip.methods.bitfit import BitFitConfig, apply_bitfit, bias_group, bitfit_parameters
 from lowres_clip.methods.lora import LoraConfig, apply_lora
-from lowres_clip.models import load_clip
 from lowres_clip.utils import AdaptationError
 
 V, T = 64, 32  # tiny-vit widths: vision 64 (2 blocks, mlp 4x), text 32 (2 blocks, mlp 4x)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    torch.manual_seed(0)
-    return load_clip("tiny-vit", "random", device="cpu")
 
 
 def _block(d: int, groups: set[str]) -> int:

@@ -20,12 +20,7 @@ from lowres_clip.methods.zero_shot import cosine_logits
 from lowres_clip.utils import AdaptationError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(*shape, seed=0):

@@ -65,18 +65,9 @@ class Views(Dataset):
         return self.base[i][0], self.base[i][0], i
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    torch.manual_seed(0)
-    return load_clip("tiny-vit", "random", device="cpu")
 
 
 @pytest.fixture(scope="module")
