@@ -669,18 +669,22 @@ def use_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def load_embedded(device: str | torch.device | None = None, cache_dir: str | Path | None = None) -> ClipBundle:
+def load_embedded(
+    device: str | torch.device | None = None, cache_dir: str | Path | None = None, image_size: int | None = None
+) -> ClipBundle:
     """Load the embedded model (building it on first use) as a :class:`~lowres_clip.models.ClipBundle`.
 
     Args:
         device: defaults to CUDA when available, else CPU.
         cache_dir: folder holding the built model (default: see :func:`embedded_dir`).
+        image_size: input resolution of the transforms (default 224). The CNN tower takes any size;
+            EuroSAT's 64 px images lose nothing at 128 px, which is 3-4x cheaper on a CPU.
     """
     device = torch.device(device) if device is not None else default_device()
     folder = build_embedded(cache_dir)
     register_embedded_weights(folder / CHECKPOINT_NAME)
     model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-        EMBEDDED_MODEL, pretrained=EMBEDDED_WEIGHTS, device=device
+        EMBEDDED_MODEL, pretrained=EMBEDDED_WEIGHTS, device=device, force_image_size=image_size
     )
     model.eval()
     use_channels_last(model)

@@ -111,6 +111,7 @@ def load_clip(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     cache_dir: str | None = None,
+    image_size: int | None = None,
 ) -> ClipBundle:
     """Load an open_clip model with its transforms and tokenizer.
 
@@ -120,6 +121,8 @@ def load_clip(
         device: defaults to CUDA when available, else CPU.
         precision: open_clip precision string (``fp32``, ``fp16``, ``bf16``, ``amp``...).
         cache_dir: where open_clip caches downloads (defaults to the hub cache).
+        image_size: input resolution (``None``: the model's own). CNN towers accept any size; ViTs
+            interpolate their position embeddings (open_clip's ``force_image_size``).
 
     Raises:
         ModelUnavailableError: unknown model name or tag, a missing checkpoint file, or weights that
@@ -129,7 +132,7 @@ def load_clip(
 
     device = torch.device(device) if device is not None else default_device()
     if model_name == embedded.EMBEDDED_MODEL or weights == "embedded":
-        return embedded.load_embedded(device=device)
+        return embedded.load_embedded(device=device, image_size=image_size)
     _check_name(model_name)
     w = "random" if weights is None or str(weights).lower() in RANDOM_WEIGHTS else str(weights)
     pretrained: str | None = None
@@ -145,7 +148,8 @@ def load_clip(
         pretrained = w
     try:
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, precision=precision, device=device, cache_dir=cache_dir
+            model_name, pretrained=pretrained, precision=precision, device=device, cache_dir=cache_dir,
+            force_image_size=image_size,
         )
     except ModelUnavailableError:
         raise

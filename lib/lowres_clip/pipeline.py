@@ -336,7 +336,7 @@ def load_model(cfg: RunConfig):
 
     device = resolve_device(cfg)
     with seeded(cfg.seed, device):
-        return load_clip(cfg.model, cfg.weights, device=device)
+        return load_clip(cfg.model, cfg.weights, device=device, image_size=cfg.image_size)
 
 
 def feature_cache(cfg: RunConfig) -> FeatureCache:
