@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .atomic import atomic_write_text
+
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DATA_ENV = "LOWRES_CLIP_DATA"
@@ -292,18 +294,12 @@ def load_imagefolder(
             for split, part in zip(SPLITS, parts):
                 out[split] += [[p, label, cname] for p in part]
         split_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(split_path, json.dumps(out, indent=1))
+        atomic_write_text(split_path, json.dumps(out, indent=1))
     raw = _read_json(split_path)
     splits = {s: [Sample(str(e[0]), int(e[1])) for e in raw[s]] for s in SPLITS}
     _check_labels(root.name, splits, len(classes))
     _check_files(root.name, root, splits)
     return SplitDataset(root.name, root, classes, splits)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- registry

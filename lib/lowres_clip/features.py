@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .datasets import ImageDataset, Sample, SplitDataset, ids_fingerprint
 from .prompts import format_prompts
 
@@ -68,16 +69,7 @@ class FeatureCache:
             return None
 
     def put(self, kind: str, parts: dict[str, Any], value: dict) -> Path:
-        p = self.path(kind, parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(value, tmp)
-            os.replace(tmp, p)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return p
+        return atomic_write(self.path(kind, parts), lambda tmp: torch.save(value, tmp))
 
     def get_or_compute(self, kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
         """Return the cached dict for ``parts`` or compute, store and return it."""

@@ -10,7 +10,6 @@ finished; :func:`is_finished` is what the study runner checks to skip finished r
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from .atomic import atomic_write, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS_ROOT = REPO / "runs"
@@ -67,17 +68,6 @@ def figure_dir(key: str, root: str | Path | None = None) -> Path:
     d = Path(root or FIGURES_ROOT) / key
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -132,7 +122,7 @@ class Predictions:
         arrays = {"logits": self.logits, "labels": self.labels, "meta": np.array(json.dumps(meta))}
         if self.features is not None:
             arrays["features"] = self.features
-        _atomic_write_bytes(path, lambda p: np.savez_compressed(p, **arrays))
+        atomic_write(path, lambda p: np.savez_compressed(p, **arrays))
         return path
 
     @classmethod
@@ -194,7 +184,7 @@ class RunRecord:
         """Write ``runs/{run_key}/record.json`` atomically (the run's completion marker)."""
         path = run_dir(self.run_key, root) / "record.json"
         text = json.dumps(asdict(self), indent=2, default=_json_default)
-        _atomic_write_bytes(path, lambda p: p.write_text(text))
+        atomic_write_text(path, text)
         return path
 
     @classmethod

@@ -12,12 +12,12 @@ labelled ``head`` / ``medium`` / ``tail`` by thirds of that order for later brea
 from __future__ import annotations
 
 import json
-import os
 import random
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .datasets import Sample, SplitDataset, ids_fingerprint
 
 VAL_SHOTS_CAP = 4
@@ -63,10 +63,7 @@ class FewShotSplit:
         d = asdict(self)
         d["train"] = [[s.path, s.label] for s in self.train]
         d["val"] = [[s.path, s.label] for s in self.val]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(d, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "FewShotSplit":

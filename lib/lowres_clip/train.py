@@ -29,7 +29,6 @@ are rebuilt on a freshly loaded base model.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, parse_method
 from .methods.bitfit import BitFitConfig
 from .methods.lora import LoraConfig
@@ -525,14 +525,7 @@ def save_trained(adapted: AdaptedCLIP, path: str | Path, meta: dict[str, Any] | 
     }
     if adapted.meta_adapter is not None:
         payload["support"] = {"features": adapted.support_features.cpu(), "labels": adapted.support_labels.cpu()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_trained(bundle, path: str | Path, method: str | None = None) -> AdaptedCLIP:

@@ -40,6 +40,7 @@ from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_text
 from ..datasets import ImageDataset, Sample
 from ..models import ModelUnavailableError
 
@@ -349,7 +350,7 @@ def _check_or_write_settings(root: Path, generator: ImageGenerator) -> dict[str,
                 f"'{root}' holds a manifest but no {SETTINGS_FILE}, so its images cannot be attributed to "
                 "a generator configuration. Use another out_dir or delete this one."
             )
-        _atomic_write_text(root / SETTINGS_FILE, json.dumps({"settings": mine, "fingerprint": generator.fingerprint()}, indent=1))
+        atomic_write_text(root / SETTINGS_FILE, json.dumps({"settings": mine, "fingerprint": generator.fingerprint()}, indent=1))
         return mine
     if theirs != mine:
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
@@ -360,12 +361,6 @@ def _check_or_write_settings(root: Path, generator: ImageGenerator) -> dict[str,
             "(see default_out_dir / settings_folder_name), or delete the folder to regenerate."
         )
     return mine
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _atomic_save_image(image, path: Path) -> None:
@@ -382,7 +377,7 @@ def _drop_truncated_tail(path: Path) -> None:
     text = path.read_text()
     if text and not text.endswith("\n"):
         warnings.warn(f"{path}: dropping a truncated last line; its image (if any) is re-registered.", stacklevel=3)
-        _atomic_write_text(path, text[: text.rfind("\n") + 1])
+        atomic_write_text(path, text[: text.rfind("\n") + 1])
 
 
 def _append_row(path: Path, row: ManifestRow) -> None:
