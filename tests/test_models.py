@@ -51,3 +51,14 @@ def test_local_checkpoint_file_roundtrip(tmp_path):
     with torch.no_grad():
         assert torch.equal(a.model.encode_image(x), b.model.encode_image(x))
     assert weights_id(str(path)).startswith("file-tiny-")
+
+
+def test_image_size_override_sets_transforms_and_model():
+    from PIL import Image
+
+    small = load_clip("tiny-rn", "random", device="cpu", image_size=96)
+    assert small.image_size == 96
+    x = small.preprocess_eval(Image.new("RGB", (64, 64), (10, 200, 30)))
+    assert x.shape == (3, 96, 96)
+    with torch.no_grad():
+        assert small.model.encode_image(x[None]).shape == (1, 32)
