@@ -57,7 +57,8 @@ def test_cpu_and_smoke_profiles():
     cfg = cpu.config()
     assert (cfg.model, cfg.weights, cfg.dataset, cfg.shots, cfg.seed) == (EMBEDDED_MODEL, "embedded", "eurosat", 16, 1)
     assert cfg.train.iterations <= 500 and cfg.train.precision == "auto"
-    assert cfg.test_subset is not None and load_profile("paper").config().test_subset is None
+    assert cfg.test_subset is None and cfg.image_size == 128  # full CoOp test split, 128 px on a CPU
+    assert load_profile("paper").config().test_subset is None and load_profile("paper").config().image_size is None
     assert cpu.grid.shots == [16] and cpu.grid.seeds == [1]
     smoke = load_profile("smoke").config()
     assert (smoke.model, smoke.weights, smoke.smoke) == ("tiny-vit", "random", True)
