@@ -144,7 +144,7 @@ NOTEBOOKS: dict[str, dict] = {
         "title": "# 04 · Meta-Adapter\n\n"
                  "Each class's text embedding attends to the K support image features (bias-free query/key "
                  "projections, sigmoid gate, residual); trained episodically on the K-shot set and evaluated "
-                 "with it as support. The encoders stay frozen, so cached image features are used.",
+                 "with it as support. The encoders stay frozen, so evaluation reads cached image features.",
         "extra": [("method", '"meta_adapter"', "meta_adapter"),
                   ("meta_adapter", "{}", 'Meta-Adapter options, e.g. {"dropout": 0.4}'),
                   ("train", "{}", 'training options, e.g. {"iterations": 500}')],
