@@ -653,23 +653,6 @@ class FailureReport:
         return {p.stem if p.parent.name != "browser" else f"browser/{p.stem}": p for p in self.paths if p.suffix == ".png"}
 
 
-def write_clusters(pred: Predictions, embedding: str = "umap", seed: int = 0,
-                   root: str | Path | None = None) -> tuple[dict[str, float], list[Path]]:
-    """Clustering scores and the 2-D feature views (``clusters.png`` / ``.html``, ``cluster_scores``)
-    of a run, with the 2-D embedding of choice (``umap``; ``pca`` skips UMAP's JIT compilation)."""
-    import pandas as pd
-
-    from . import plots
-    from .analysis import clustering
-
-    coords = clustering.embed_2d(clustering.features_of(pred), seed=seed, method=embedding)
-    scores = clustering.cluster_scores(pred)
-    paths = plots.save_figure(clustering.cluster_figure(pred, coords), pred.run_key, "clusters", root=root)
-    paths += plots.save_figure(clustering.cluster_figure_plotly(pred, coords), pred.run_key, "clusters", root=root)
-    paths += plots.save_table(pd.DataFrame([scores]), pred.run_key, "cluster_scores", root=root)
-    return scores, paths
-
-
 def failure_analysis(cfg: RunConfig, run_a: str = "zero_shot", run_b: str = "lora", k: int = 8,
                      attention: bool = True, embedding: str | None = None) -> FailureReport:
     """Where does run B (adapted) fix or keep failing what run A (baseline) got wrong?
@@ -682,7 +665,7 @@ def failure_analysis(cfg: RunConfig, run_a: str = "zero_shot", run_b: str = "lor
     ``failure_vs_{A}.json`` with the summary. ``embedding``: ``umap`` or ``pca`` (default: ``pca``
     for smoke runs, else ``umap``).
     """
-    from .analysis import browser, improvements as imp, metrics as metrics_mod, topk
+    from .analysis import browser, clustering, improvements as imp, metrics as metrics_mod, topk
 
     cfg_a, cfg_b = cfg.with_label(run_a), cfg.with_label(run_b)
     _, pred_a = ensure_run(cfg_a)
@@ -701,7 +684,8 @@ def failure_analysis(cfg: RunConfig, run_a: str = "zero_shot", run_b: str = "lor
     paths += topk.write_topk(pred_b, k, att_b, root=root)
     scores: dict[str, dict[str, float]] = {}
     for pred in (pred_a, pred_b):
-        scores[pred.run_key], written = write_clusters(pred, embedding or ("pca" if cfg.smoke else "umap"), cfg.seed, root)
+        scores[pred.run_key], written = clustering.write_clustering(
+            pred, seed=cfg.seed, root=root, embedding=embedding or ("pca" if cfg.smoke else "umap"))
         paths += written
     paths += browser.export_per_class(pred_b, k=k, attention=att_b, root=root)
     table = imp.rank_improvements(pred_a, pred_b)
@@ -797,5 +781,5 @@ __all__ = [
     "caveats", "cell_results", "class_counts", "data_overview", "describe", "ensure_run", "failure_analysis",
     "failure_browser", "generate_augmentations", "load_model", "load_run", "make_smoke_dataset", "method_order",
     "prepare_data", "print_caveats", "report_tables", "resolve_data_root", "run_figures", "run_method",
-    "run_summary", "test_samples", "write_clusters",
+    "run_summary", "test_samples",
 ]
