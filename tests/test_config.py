@@ -14,9 +14,7 @@ from lowres_clip.config import (
     available_profiles,
     build_config,
     load_profile,
-    method_label,
     resolve_config,
-    split_method_label,
 )
 from lowres_clip.embedded import EMBEDDED_MODEL
 from lowres_clip.methods.lora import LoraConfig
@@ -143,12 +141,15 @@ def test_bad_values_are_errors(values, fragment):
 
 
 def test_method_labels_round_trip():
-    assert split_method_label("bitfit+lora+aug-classic") == ("lora+bitfit", {"kind": "classic", "use": "both"})
-    assert split_method_label("lora+aug-diffusion-breaking") == ("lora", {"kind": "diffusion", "use": "breaking"})
-    assert split_method_label("meta_adapter") == ("meta_adapter", {})
-    assert method_label("lora", AugmentConfig(kind="classic", use="preserving")) == "lora+aug-classic-preserving"
+    from lowres_clip.registry import MethodLabel, parse_label
+
+    assert parse_label("bitfit+lora+aug-classic") == MethodLabel(("lora", "bitfit"), "classic", "both")
+    assert str(parse_label("bitfit+lora+aug-classic")) == "lora+bitfit+aug-classic"
+    assert parse_label("lora+aug-diffusion-breaking") == MethodLabel(("lora",), "diffusion", "breaking")
+    assert parse_label("meta_adapter") == MethodLabel(("meta_adapter",))
+    assert RunConfig(method="lora", augmentation=AugmentConfig(kind="classic", use="preserving")).label == "lora+aug-classic-preserving"
     with pytest.raises(ConfigError, match="needs a trained method"):
-        split_method_label("zero_shot+aug-classic")
+        parse_label("zero_shot+aug-classic")
     cfg = resolve_config("smoke", None, method="lora+aug-classic")
     assert (cfg.method, cfg.augmentation.kind, cfg.label) == ("lora", "classic", "lora+aug-classic")
     assert cfg.run_key.split("/")[2] == "lora+aug-classic"

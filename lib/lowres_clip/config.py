@@ -1,10 +1,10 @@
 """Typed, strict run configuration and study profiles.
 
 A *run* is fully described by one :class:`RunConfig`. Its nested method configurations are the
-dataclasses the methods own (:class:`~lowres_clip.methods.lora.LoraConfig`,
-:class:`~lowres_clip.methods.bitfit.BitFitConfig`,
-:class:`~lowres_clip.methods.meta_adapter.MetaAdapterConfig`, :class:`~lowres_clip.train.TrainConfig`);
-this module only nests them, so every field is documented exactly once.
+dataclasses of :mod:`lowres_clip.settings` (:class:`~lowres_clip.settings.LoraConfig`,
+:class:`~lowres_clip.settings.BitFitConfig`, :class:`~lowres_clip.settings.MetaAdapterConfig`,
+:class:`~lowres_clip.settings.TrainConfig`); this module only nests them, so every field is
+documented exactly once.
 
 A *profile* (``lib/lowres_clip/profiles/{name}.yaml``) is ``defaults`` (values of
 :class:`RunConfig` fields, nested configs as mappings) plus a ``grid`` (datasets, shots, seeds,
@@ -28,9 +28,13 @@ path (e.g. ``defaults.train.iterationz``) with the accepted keys; so do unknown 
 values of the wrong type. The study runner resolves every run of the grid before starting any.
 
 Method labels in the grid may carry an augmentation suffix, ``{method}+aug-{kind}[-{use}]``
-(``kind``: ``classic`` | ``diffusion``; ``use``: ``preserving`` | ``breaking``, default both), which
-:func:`split_method_label` turns into ``method`` and ``augmentation``; :func:`method_label` is the
-inverse and gives the method part of the run key (``ARCHITECTURE.md``: ``lora+aug-classic``).
+(``lora+aug-classic``); their grammar is owned by :mod:`lowres_clip.registry`. What a run *is* (its
+key, settings hash and paths) is owned by :class:`lowres_clip.spec.RunSpec`, built from a resolved
+:class:`RunConfig`. Fields marked ``runtime`` (paths, device, workers, progress bars) do not change
+a result and are left out of the run's identity.
+
+This module imports nothing heavy (no torch, no open_clip): the method settings live in
+:mod:`lowres_clip.settings`.
 
 Notebook parameters override profile values: :func:`resolve_config`.
 """
@@ -48,26 +52,24 @@ from typing import Any, Mapping
 
 import yaml
 
-from .embedded import EMBEDDED_MODEL
-from .methods.bitfit import BitFitConfig
-from .methods.lora import LoraConfig
-from .methods.meta_adapter import MetaAdapterConfig
-from .runs import METHOD_ORDER, canonical_method, run_key
-from .train import TrainConfig
+from . import registry
+from .registry import AUGMENT_USES, AUGMENTATIONS, MethodLabel
+from .settings import (  # noqa: F401 (ConfigError is re-exported: the configuration's error)
+    EMBEDDED_MODEL,
+    BitFitConfig,
+    ClassicConfig,
+    ConfigError,
+    DiffusionConfig,
+    LoraConfig,
+    MetaAdapterConfig,
+    TrainConfig,
+    runtime_field,
+)
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-METHODS = METHOD_ORDER  # zero_shot, linear_probe, lora, bitfit, meta_adapter
-ADAPTERS = ("lora", "bitfit", "meta_adapter")  # the parts that combine ("lora+bitfit+meta_adapter")
-TRAINING_FREE = ("zero_shot", "linear_probe")
-AUGMENTATIONS = ("none", "classic", "diffusion")
-AUGMENT_USES = ("both", "preserving", "breaking")
 DEVICES = ("auto", "cpu", "cuda")
 PROFILE_KEYS = ("description", "defaults", "grid")
 GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
-
-
-class ConfigError(ValueError):
-    """A configuration, profile or notebook parameter is invalid; the message names the key."""
 
 
 # ----------------------------------------------------------------------------- run config
@@ -97,7 +99,7 @@ class AugmentConfig:
     kind: str = "none"
     use: str = "both"
     generator: dict[str, Any] = field(default_factory=dict)
-    out_dir: str | None = None
+    out_dir: str | None = runtime_field(None, "folder of the generated images")
 
     def validate(self, path: str = "augmentation") -> None:
         """Raise :class:`ConfigError` for an unknown kind, use or generator option."""
@@ -117,12 +119,8 @@ class AugmentConfig:
 def generator_config_class(kind: str) -> type:
     """The generator config dataclass of an augmentation kind (``classic`` or ``diffusion``)."""
     if kind == "classic":
-        from .augment.classic import ClassicConfig
-
         return ClassicConfig
     if kind == "diffusion":
-        from .augment.diffusion import DiffusionConfig
-
         return DiffusionConfig
     raise ConfigError(f"augmentation kind {kind!r} has no generator; choose 'classic' or 'diffusion'.")
 
@@ -168,7 +166,7 @@ class RunConfig:
     """
 
     dataset: str = "eurosat"
-    data_root: str | None = None
+    data_root: str | None = runtime_field(None, "dataset folder")
     model: str = EMBEDDED_MODEL
     weights: str = "embedded"
     image_size: int | None = None
@@ -183,12 +181,12 @@ class RunConfig:
     meta_adapter: MetaAdapterConfig = field(default_factory=MetaAdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test_subset: int | None = None
-    runs_root: str | None = None
-    figures_root: str | None = None
-    cache_root: str | None = None
+    runs_root: str | None = runtime_field(None, "records")
+    figures_root: str | None = runtime_field(None, "figures")
+    cache_root: str | None = runtime_field(None, "caches")
     smoke: bool = False
-    device: str = "auto"
-    profile: str = ""
+    device: str = runtime_field("auto", "where it runs")
+    profile: str = runtime_field("", "informational")
 
     def validate(self, path: str = "") -> None:
         """Check values that types cannot (method names, ranges); raise :class:`ConfigError`.
@@ -197,7 +195,7 @@ class RunConfig:
         """
         p = f"{path}." if path else ""
         try:
-            self.method = validate_method(self.method)
+            self.method = "+".join(registry.parse_method(self.method))
         except ConfigError as exc:
             raise ConfigError(p + str(exc)) from exc
         if self.shots < 1:
@@ -223,26 +221,39 @@ class RunConfig:
                 raise ConfigError(f"{p}{name}: {exc}") from exc
 
     @property
-    def label(self) -> str:
-        """The method part of the run key (method plus augmentation suffix)."""
-        return method_label(self.method, self.augmentation)
+    def method_label(self) -> MethodLabel:
+        """The parsed method label (method plus augmentation; :mod:`lowres_clip.registry`)."""
+        return registry.make_label(self.method, self.augmentation.kind, self.augmentation.use)
 
     @property
-    def run_key(self) -> str:
-        """``{dataset}/{model}-{weights}/{label}/k{shots}-s{seed}``."""
+    def label(self) -> str:
+        """The method label's text (``lora+aug-classic``): the method part of the run key."""
+        return str(self.method_label)
+
+    @property
+    def run_key(self) -> str:  # TEMPORARY during the RunSpec refactor
+        from .runs import run_key
+
         return run_key(self.dataset, self.model, self.weights, self.label, self.shots, self.seed)
 
     @property
     def trains(self) -> bool:
         """Whether the run has a training loop (everything but zero-shot and the linear probe)."""
-        return self.method not in TRAINING_FREE
+        return self.method_label.trains
+
+    def towers(self) -> tuple[str, ...]:
+        """The encoder towers the method trains (from each part's settings; registry ``towers``)."""
+        out: list[str] = []
+        for part in self.method_label.parts:
+            entry = registry.METHODS[part]
+            if entry.towers is not None:
+                out += [t for t in entry.towers(getattr(self, entry.config_field)) if t not in out]
+        return tuple(out)
 
     @property
     def trains_vision(self) -> bool:
         """Whether the method trains the image tower (LoRA or BitFit on ``vision`` / ``both``)."""
-        parts = self.method.split("+")
-        return ("lora" in parts and self.lora.encoders in ("vision", "both")) or (
-            "bitfit" in parts and self.bitfit.encoders in ("vision", "both"))
+        return "vision" in self.towers()
 
     def check_trainable_augmentation(self, path: str = "") -> None:
         """Raise :class:`ConfigError` when augmentation is asked for a method that cannot use it:
@@ -261,9 +272,9 @@ class RunConfig:
 
     def with_label(self, label: str) -> "RunConfig":
         """A copy running the method label ``label`` (``lora+aug-classic``: method and augmentation)."""
-        method, aug = split_method_label(label)
-        augmentation = {**self.to_dict()["augmentation"], "kind": "none", "use": "both", **aug}
-        return self.replace(method=method, augmentation=augmentation)
+        parsed = registry.parse_label(label)
+        augmentation = {**self.to_dict()["augmentation"], "kind": parsed.aug_kind, "use": parsed.aug_use}
+        return self.replace(method=parsed.method, augmentation=augmentation)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able nested dict (what the run record stores); :func:`from_dict` reads it back."""
@@ -282,61 +293,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-# ----------------------------------------------------------------------------- methods
-def validate_method(method: str) -> str:
-    """Check a method name and return it in canonical order (``bitfit+lora`` -> ``lora+bitfit``).
-
-    Raises:
-        ConfigError: an unknown part, or a training-free method combined with another one.
-    """
-    if not isinstance(method, str) or not method.strip():
-        raise ConfigError(f"method: expected a method name such as 'lora', got {method!r}.")
-    parts = [p.strip() for p in method.split("+")]
-    for p in parts:
-        if p not in METHODS:
-            hint = " Augmentation goes in 'augmentation.kind' or a grid label like 'lora+aug-classic'." if p.startswith("aug") else ""
-            raise ConfigError(f"method: unknown method {p!r} in {method!r}; choose from {METHODS} "
-                              f"(adapters combine with '+', e.g. 'lora+bitfit+meta_adapter').{hint}")
-    if len(set(parts)) != len(parts):
-        raise ConfigError(f"method: {method!r} names a method twice.")
-    if len(parts) > 1 and any(p in TRAINING_FREE for p in parts):
-        raise ConfigError(f"method: {method!r}: only {ADAPTERS} combine; zero_shot and linear_probe stand alone.")
-    return canonical_method(method)
-
-
-def method_label(method: str, augmentation: AugmentConfig | None = None) -> str:
-    """Run-key method part: ``method`` plus ``+aug-{kind}`` (``+aug-{kind}-{use}`` unless ``use`` is both)."""
-    method = validate_method(method)
-    if augmentation is None or augmentation.kind == "none":
-        return method
-    suffix = f"aug-{augmentation.kind}" + ("" if augmentation.use == "both" else f"-{augmentation.use}")
-    return f"{method}+{suffix}"
-
-
-def split_method_label(label: str) -> tuple[str, dict[str, str]]:
-    """``"lora+aug-classic-breaking"`` -> ``("lora", {"kind": "classic", "use": "breaking"})``.
-
-    The second item is ``{}`` for labels without augmentation. Raises :class:`ConfigError` for
-    unknown methods, augmentation kinds or uses.
-    """
-    parts = [p.strip() for p in str(label).split("+")]
-    aug = [p for p in parts if p.startswith("aug-")]
-    if len(aug) > 1:
-        raise ConfigError(f"method: {label!r} has more than one augmentation suffix.")
-    method = validate_method("+".join(p for p in parts if not p.startswith("aug-")))
-    if not aug:
-        return method, {}
-    kind, _, use = aug[0][len("aug-"):].partition("-")
-    use = use or "both"
-    if kind not in AUGMENTATIONS[1:]:
-        raise ConfigError(f"method: unknown augmentation {kind!r} in {label!r}; choose from {AUGMENTATIONS[1:]}.")
-    if use not in AUGMENT_USES:
-        raise ConfigError(f"method: unknown augmentation use {use!r} in {label!r}; choose from {AUGMENT_USES}.")
-    if method in TRAINING_FREE:
-        raise ConfigError(f"method: {label!r}: augmentation needs a trained method, not {method!r}.")
-    return method, {"kind": kind, "use": use}
 
 
 # ----------------------------------------------------------------------------- strict building
@@ -473,13 +429,15 @@ def build_config(values: Mapping[str, Any], path: str = "") -> RunConfig:
     """
     values = dict(values)
     prefix = f"{path}." if path else ""
-    if isinstance(values.get("method"), str) and "aug-" in values["method"]:
+    if isinstance(values.get("method"), str):
         try:
-            method, aug = split_method_label(values["method"])
+            parsed = registry.parse_label(values["method"])
         except ConfigError as exc:
             raise ConfigError(prefix + str(exc)) from exc
-        values["method"] = method
-        values["augmentation"] = _merge(values.get("augmentation") or {}, aug)
+        values["method"] = parsed.method
+        if parsed.augmented:
+            values["augmentation"] = _merge(values.get("augmentation") or {},
+                                            {"kind": parsed.aug_kind, "use": parsed.aug_use})
     cfg = from_dict(RunConfig, values, path)
     cfg.validate(path)
     return cfg
@@ -516,18 +474,16 @@ class Grid:
         labels = []
         for i, m in enumerate(self.methods):
             try:
-                method, aug = split_method_label(m)
+                labels.append(registry.canonical(m))
             except ConfigError as exc:
                 raise ConfigError(f"{path}.methods[{i}]: {exc}") from exc
-            labels.append(method_label(method, AugmentConfig(**aug) if aug else None))
-        self.methods = labels
+        self.methods = list(dict.fromkeys(labels))
         for i, pair in enumerate(self.failure_pairs):
             if len(pair) != 2:
                 raise ConfigError(f"{path}.failure_pairs[{i}]: expected [baseline, adapted], got {pair!r}.")
             canon = []
             for m in pair:
-                method, aug = split_method_label(m)
-                label = method_label(method, AugmentConfig(**aug) if aug else None)
+                label = registry.canonical(m)
                 if label not in self.methods:
                     raise ConfigError(f"{path}.failure_pairs[{i}]: {m!r} is not one of the grid's methods {self.methods}.")
                 canon.append(label)

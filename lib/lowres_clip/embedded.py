@@ -90,9 +90,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import ClipBundle, ModelUnavailableError, default_device
-
-EMBEDDED_MODEL = "EffLite0-MiniLM"
-"""open_clip architecture name of the embedded model."""
+from .settings import EMBEDDED_MODEL  # noqa: F401 (open_clip architecture name; lives in the light settings module)
 
 EMBEDDED_WEIGHTS = "embedded"
 """Weights identifier (``load_clip`` weights and the open_clip pretrained tag)."""

@@ -43,7 +43,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import pipeline
-from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config, split_method_label
+from . import registry
+from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config
 from .runs import is_finished
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -67,12 +68,7 @@ class StudyError(ValueError):
 
 def notebook_for(label: str) -> str:
     """The notebook that runs a method label (see the module docstring)."""
-    method, aug = split_method_label(label)
-    if aug:
-        return NB_AUG_TRAIN
-    first = method.split("+")[0]
-    return {"zero_shot": NB_ZERO_SHOT, "linear_probe": NB_ZERO_SHOT, "lora": NB_LORA,
-            "bitfit": NB_BITFIT, "meta_adapter": NB_META}[first]
+    return registry.parse_label(label).notebook
 
 
 @dataclass
@@ -216,10 +212,10 @@ def plan_study(
                            outputs=pipeline.data_outputs(cell_cfg), needed_by=[c.run_key for c in cfgs.values()])
             gen_jobs: dict[str, Job] = {}
             for label, cfg in cfgs.items():
-                _, aug = split_method_label(label)
+                parsed = registry.parse_label(label)
                 depends = [data_job.name]
-                if aug:  # one generation per generator and use, for the first run that needs it
-                    gen = f"augment-{aug['kind']}" + ("" if aug["use"] == "both" else f"-{aug['use']}")
+                if parsed.augmented:  # one generation per generator and use, for the first run that needs it
+                    gen = parsed.aug_suffix.replace("aug-", "augment-", 1)
                     if gen not in gen_jobs:
                         gen_jobs[gen] = Job(f"{ds_name}/{gen}/{tag}", NB_AUG_GENERATE, {**cell, "method": label},
                                             out_root / ds_name / gen / tag / NB_AUG_GENERATE, depends=[data_job.name])
@@ -246,10 +242,7 @@ def plan_study(
 
 def canonical_label(label: str) -> str:
     """Canonical form of a method label (``bitfit+lora`` -> ``lora+bitfit``)."""
-    from .config import AugmentConfig, method_label
-
-    method, aug = split_method_label(label)
-    return method_label(method, AugmentConfig(**aug) if aug else None)
+    return registry.canonical(label)
 
 
 def _subset(name: str, chosen: Sequence[Any] | None, grid: Sequence[Any]) -> list[Any]:

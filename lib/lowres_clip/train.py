@@ -44,108 +44,17 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, parse_method
-from .methods.bitfit import BitFitConfig
-from .methods.lora import LoraConfig
-from .methods.meta_adapter import MetaAdapterConfig
+from .settings import SELECT_METRICS, BitFitConfig, LoraConfig, MetaAdapterConfig, TrainConfig  # noqa: F401
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
 from .models import weights_id
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
 
 CHECKPOINT_FORMAT = "lowres_clip.trained/1"
-SELECT_METRICS = ("accuracy", "balanced_accuracy")
 
 
 class CheckpointMismatchError(AdaptationError):
     """A trained checkpoint does not belong to the given base model or method."""
 
-
-@dataclass
-class TrainConfig:
-    """Settings of the training loop (defaults: CLIP-LoRA).
-
-    Attributes:
-        iterations: optimisation steps; ``None`` = ``iterations_per_shot * K`` with K the largest
-            number of training images of a class.
-        iterations_per_shot: steps per shot when ``iterations`` is ``None`` (CLIP-LoRA: 500).
-        lr: peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        batch_size: images per step.
-        warmup_iterations: linear warm-up steps (0 = none) before the cosine decay.
-        min_lr: learning rate at the end of the cosine schedule.
-        eval_every: validate every this many steps (also before step 1 and after the last).
-        patience: stop after this many validations without improvement (``None`` = never).
-        select_metric: ``accuracy`` or ``balanced_accuracy`` (mean per-class recall; long tails).
-        precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (autocast; see ``utils.resolve_precision``).
-        num_workers: DataLoader worker processes.
-        seed: seed of data order, augmentation, dropout and the preserving coin flips.
-        balanced_loss: weight the cross-entropy by Cui et al.'s class-balanced weights.
-        balanced_beta: beta of the effective number of samples.
-        logit_adjustment_tau: tau of Menon et al.'s logit-adjusted loss (0 = off).
-        preserving_p: probability per step of adding a batch of label-preserving images.
-        preserving_weight: weight of that batch's cross-entropy.
-        breaking_lambda: weight of the breaking loss.
-        breaking_bank_size: memory-bank size of the breaking loss.
-        breaking_temperature: temperature of the breaking loss.
-        grad_clip: clip the gradient norm to this value (``None`` = no clipping).
-        eval_batch_size: batch size of validation passes.
-        progress: show a tqdm progress bar.
-    """
-
-    iterations: int | None = None
-    iterations_per_shot: int = 500
-    lr: float = 2e-4
-    weight_decay: float = 1e-2
-    betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = 32
-    warmup_iterations: int = 0
-    min_lr: float = 1e-6
-    eval_every: int = 250
-    patience: int | None = None
-    select_metric: str = "accuracy"
-    precision: str = "auto"
-    num_workers: int = 0
-    seed: int = 1
-    balanced_loss: bool = False
-    balanced_beta: float = 0.999
-    logit_adjustment_tau: float = 0.0
-    preserving_p: float = 0.3
-    preserving_weight: float = 0.65
-    breaking_lambda: float = 0.1
-    breaking_bank_size: int = 100
-    breaking_temperature: float = 1 / 80
-    grad_clip: float | None = None
-    eval_batch_size: int = 64
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`AdaptationError` for out-of-range values."""
-        checks = {
-            "iterations": self.iterations is None or self.iterations >= 1,
-            "iterations_per_shot": self.iterations_per_shot >= 1,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "batch_size": self.batch_size >= 1,
-            "warmup_iterations": self.warmup_iterations >= 0,
-            "eval_every": self.eval_every >= 1,
-            "patience": self.patience is None or self.patience >= 1,
-            "num_workers": self.num_workers >= 0,
-            "balanced_beta": 0 <= self.balanced_beta < 1,
-            "logit_adjustment_tau": self.logit_adjustment_tau >= 0,
-            "preserving_p": 0 <= self.preserving_p <= 1,
-            "preserving_weight": self.preserving_weight >= 0,
-            "breaking_lambda": self.breaking_lambda >= 0,
-            "breaking_bank_size": self.breaking_bank_size >= 0,
-            "breaking_temperature": self.breaking_temperature > 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "eval_batch_size": self.eval_batch_size >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise AdaptationError(f"TrainConfig: out-of-range values {[(k, getattr(self, k)) for k in bad]}.")
-        if self.select_metric not in SELECT_METRICS:
-            raise AdaptationError(f"TrainConfig: select_metric {self.select_metric!r} not in {SELECT_METRICS}.")
-        resolve_precision(self.precision, "cpu" if self.precision != "fp16" else "cuda")
 
 
 @dataclass

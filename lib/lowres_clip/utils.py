@@ -20,16 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-TOWERS = ("vision", "text")
-ENCODER_CHOICES = ("vision", "text", "both")
-
-
-class AdaptationError(ValueError):
-    """Bad configuration or input for an adaptation method or the training loop.
-
-    The message names the offending value and the accepted ones.
-    """
+from .settings import ENCODER_CHOICES, PRECISIONS, TOWERS, AdaptationError, check_encoders  # noqa: F401 (re-exported)
 
 
 def seed_everything(seed: int) -> int:
@@ -142,10 +133,4 @@ def tower_of(param_name: str) -> str | None:
         return "vision"
     return "text"
 
-
-def check_encoders(encoders: str) -> tuple[str, ...]:
-    """``"vision" | "text" | "both"`` -> the tuple of towers; anything else is an error."""
-    if encoders not in ENCODER_CHOICES:
-        raise AdaptationError(f"Unknown encoders {encoders!r}; choose one of {ENCODER_CHOICES}.")
-    return TOWERS if encoders == "both" else (encoders,)
 

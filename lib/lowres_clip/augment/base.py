@@ -43,15 +43,11 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..datasets import ImageDataset, Sample
 from ..models import ModelUnavailableError
+from ..settings import KINDS, AugmentError, GeneratorConfig, check_kind, runtime_field  # noqa: F401
 
-KINDS = ("preserving", "breaking")
 Kind = Literal["preserving", "breaking"]
 MANIFEST_FILE = "manifest.jsonl"
 SETTINGS_FILE = "generator.json"
-
-
-class AugmentError(ValueError):
-    """Augmentation settings, inputs or outputs are invalid; the message says how to fix it."""
 
 
 class ManifestMismatchError(AugmentError):
@@ -61,73 +57,6 @@ class ManifestMismatchError(AugmentError):
 class GeneratorUnavailableError(AugmentError, ModelUnavailableError):
     """A generator's model (e.g. Stable Diffusion weights) cannot be loaded."""
 
-
-# ----------------------------------------------------------------------------- configuration
-def runtime_field(default: Any, doc: str = "") -> Any:
-    """A config field that does not change the generated images' identity (device, batch size...).
-
-    Runtime fields are left out of :meth:`GeneratorConfig.settings`, hence out of the mixing guard.
-    """
-    return field(default=default, metadata={"runtime": True, "doc": doc})
-
-
-@dataclass
-class GeneratorConfig:
-    """Settings every generator shares.
-
-    Attributes:
-        num_samples: images generated per source image *and* strength (original code: 5).
-        seed: base seed. Each output gets its own seed derived from this one, the source path, the
-            kind, the strength and the sample index (:func:`derive_seed`), so a rerun, a resumed run
-            or a run over a different subset of sources makes the same image for the same source.
-        preserving_strength: strength of label-preserving outputs (diffusion: img2img noise
-            strength; classic: intensity of the mild transforms). Default 0.3 as the original code.
-        breaking_strengths: strengths of label-breaking outputs; ``num_samples`` outputs are made
-            per strength. Default ``[0.6, 0.7, 0.8]`` as the original code. Every one must exceed
-            ``preserving_strength``.
-    """
-
-    num_samples: int = 5
-    seed: int = 42
-    preserving_strength: float = 0.3
-    breaking_strengths: Sequence[float] = (0.6, 0.7, 0.8)
-
-    def __post_init__(self) -> None:
-        self.breaking_strengths = tuple(float(s) for s in self.breaking_strengths)
-        self.preserving_strength = float(self.preserving_strength)
-        if self.num_samples < 1:
-            raise AugmentError(f"num_samples must be >= 1, got {self.num_samples}.")
-        if not self.breaking_strengths:
-            raise AugmentError("breaking_strengths is empty; give at least one strength, e.g. [0.6, 0.7, 0.8].")
-        for s in (self.preserving_strength, *self.breaking_strengths):
-            if not 0.0 < s <= 1.0:
-                raise AugmentError(f"strengths must lie in (0, 1], got {s}.")
-        if self.preserving_strength >= min(self.breaking_strengths):
-            raise AugmentError(
-                f"preserving_strength {self.preserving_strength} must be lower than every breaking "
-                f"strength {list(self.breaking_strengths)}: low strength preserves the label, high breaks it."
-            )
-
-    def strengths(self, kind: str) -> tuple[float, ...]:
-        """The strengths used for ``kind`` (``preserving``: one, ``breaking``: the list)."""
-        check_kind(kind)
-        return (self.preserving_strength,) if kind == "preserving" else tuple(self.breaking_strengths)
-
-    def settings(self) -> dict[str, Any]:
-        """JSON-able values of all non-runtime fields (what identifies the generated images)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.metadata.get("runtime"):
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-
-def check_kind(kind: str) -> None:
-    """Raise :class:`AugmentError` unless ``kind`` is ``preserving`` or ``breaking``."""
-    if kind not in KINDS:
-        raise AugmentError(f"kind must be one of {KINDS}, got {kind!r}.")
 
 
 def derive_seed(base_seed: int, source_path: str, kind: str, strength: float, sample_index: int) -> int:

@@ -16,7 +16,6 @@ Rows and figure titles say ``generator="classic"`` and ``model_id="classic-v<ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -24,25 +23,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from .base import AugmentError, GeneratorConfig, ImageGenerator, SourceImage, check_kind
+from ..settings import ClassicConfig
+from .base import ImageGenerator, SourceImage, check_kind
 
 CLASSIC_VERSION = 1
 
-
-@dataclass
-class ClassicConfig(GeneratorConfig):
-    """Settings of the classic generator (see :class:`GeneratorConfig` for the shared fields).
-
-    Attributes:
-        image_size: output side length in pixels; ``None`` keeps each source image's size.
-    """
-
-    image_size: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.image_size is not None and self.image_size < 8:
-            raise AugmentError(f"image_size must be >= 8 pixels or None, got {self.image_size}.")
 
 
 def preserving_transform(size: tuple[int, int], strength: float) -> v2.Compose:

@@ -14,83 +14,12 @@ fallback. A pipeline built elsewhere (e.g. a tiny random one in tests) can be pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from .base import (
-    AugmentError,
-    GeneratorConfig,
-    GeneratorUnavailableError,
-    ImageGenerator,
-    SourceImage,
-    runtime_field,
-)
-
-DEFAULT_MODEL_ID = "CompVis/stable-diffusion-v1-4"
-DIFFUSION_PROMPTS = {
-    "circuits": "a circuit diagram of {}",
-    "eurosat": "a satellite photo of {}",
-}
-DEFAULT_PROMPT = "a photo of {}"
-
-
-@dataclass
-class DiffusionConfig(GeneratorConfig):
-    """Settings of the diffusion generator (see :class:`GeneratorConfig` for the shared fields).
-
-    Attributes:
-        model_id: Hugging Face hub id or local folder of a Stable Diffusion (v1) pipeline.
-        revision: hub revision of ``model_id`` (``None``: default branch).
-        prompt_template: prompt with ``{}`` for the class name; :meth:`for_dataset` picks the
-            dataset's (``a circuit diagram of {}``, ``a satellite photo of {}``).
-        num_inference_steps: DDIM steps of the full schedule; img2img runs ``int(steps * strength)``.
-        guidance_scale: classifier-free guidance scale.
-        eta: DDIM eta (0: deterministic given the seed).
-        image_size: side length the source is resized to and outputs have (pixels).
-        scheduler: ``"ddim"`` replaces the pipeline's scheduler by DDIM; ``"pipeline"`` keeps it.
-        batch_size: images per pipeline call (runtime: does not change the images' identity).
-        device: ``None``: CUDA when present, else CPU (runtime).
-        dtype: ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp16"`` or ``"fp32"`` (runtime).
-        local_files_only: never try the network when loading (runtime).
-    """
-
-    model_id: str = DEFAULT_MODEL_ID
-    revision: str | None = None
-    prompt_template: str = DEFAULT_PROMPT
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
-    eta: float = 0.0
-    image_size: int = 512
-    scheduler: Literal["ddim", "pipeline"] = "ddim"
-    batch_size: int = runtime_field(5, "images per pipeline call")
-    device: str | None = runtime_field(None, "None: CUDA when present")
-    dtype: Literal["auto", "fp16", "fp32"] = runtime_field("auto", "fp16 on CUDA when auto")
-    local_files_only: bool = runtime_field(False, "never use the network")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if "{}" not in self.prompt_template:
-            raise AugmentError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}.")
-        if self.scheduler not in ("ddim", "pipeline"):
-            raise AugmentError(f"scheduler must be 'ddim' or 'pipeline', got {self.scheduler!r}.")
-        if self.dtype not in ("auto", "fp16", "fp32"):
-            raise AugmentError(f"dtype must be 'auto', 'fp16' or 'fp32', got {self.dtype!r}.")
-        if self.batch_size < 1:
-            raise AugmentError(f"batch_size must be >= 1, got {self.batch_size}.")
-        weakest = min(self.strengths("preserving") + self.strengths("breaking"))
-        if int(self.num_inference_steps * weakest) < 1:
-            raise AugmentError(
-                f"num_inference_steps={self.num_inference_steps} x strength {weakest} gives no denoising "
-                f"step; use at least {int(1 / weakest) + 1} steps."
-            )
-
-    @classmethod
-    def for_dataset(cls, dataset: str, **kwargs: Any) -> "DiffusionConfig":
-        """Config with the dataset's prompt (:data:`DIFFUSION_PROMPTS`, else ``a photo of {}``)."""
-        kwargs.setdefault("prompt_template", DIFFUSION_PROMPTS.get(dataset, DEFAULT_PROMPT))
-        return cls(**kwargs)
+from ..settings import DEFAULT_MODEL_ID, DEFAULT_PROMPT, DIFFUSION_PROMPTS, AugmentError, DiffusionConfig  # noqa: F401
+from .base import GeneratorUnavailableError, ImageGenerator, SourceImage
 
 
 def unavailable_message(model_id: str, exc: BaseException) -> str:

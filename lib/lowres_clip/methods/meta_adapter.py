@@ -32,37 +32,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import trange
 
+from ..settings import MetaAdapterConfig  # noqa: F401 (re-exported)
 from ..utils import AdaptationError, seeded
 from .zero_shot import cosine_logits
 
-
-@dataclass
-class MetaAdapterConfig:
-    """Meta-Adapter options.
-
-    Attributes:
-        dropout: dropout on the attention weights during training (0.4 as in the seed work).
-        num_heads: attention heads (1 in the paper).
-        exclude_query: during training, leave each query's own image out of its support set (and
-            one random image of every other class; see :func:`episode_mask`).
-        episode_shots: if set, each training step keeps at most this many random support images
-            per class (simulates K-shot episodes when more shots are available); ``None`` = all.
-        gate_bias_init: initial gate bias (paper: 1, i.e. ``sigmoid(1) ~ 0.73``).
-    """
-
-    dropout: float = 0.4
-    num_heads: int = 1
-    exclude_query: bool = True
-    episode_shots: int | None = None
-    gate_bias_init: float = 1.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.dropout < 1.0:
-            raise AdaptationError(f"Meta-Adapter dropout must be in [0, 1), got {self.dropout!r}.")
-        if self.num_heads <= 0:
-            raise AdaptationError(f"Meta-Adapter num_heads must be positive, got {self.num_heads!r}.")
-        if self.episode_shots is not None and self.episode_shots <= 0:
-            raise AdaptationError(f"episode_shots must be positive or None, got {self.episode_shots!r}.")
 
 
 class MetaAdapter(nn.Module):

@@ -1,0 +1,411 @@
+"""Settings of the methods, the training loop and the image generators, as plain dataclasses.
+
+This module is the configuration layer's vocabulary: :mod:`lowres_clip.config` nests these classes
+into one :class:`~lowres_clip.config.RunConfig`, and the heavy modules that act on them (``methods``,
+``train``, ``augment``) import them from here. It imports nothing heavy (no torch, no open_clip), so
+a profile can be read and validated without loading a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+TOWERS = ("vision", "text")
+ENCODER_CHOICES = ("vision", "text", "both")
+KINDS = ("preserving", "breaking")
+EMBEDDED_MODEL = "EffLite0-MiniLM"  # the embedded CPU model's open_clip name (lowres_clip.embedded)
+
+
+class ConfigError(ValueError):
+    """A configuration, profile or notebook parameter is invalid; the message names the key."""
+
+
+class AdaptationError(ValueError):
+    """Bad configuration or input for an adaptation method or the training loop.
+
+    The message names the offending value and the accepted ones.
+    """
+
+
+class AugmentError(ValueError):
+    """Augmentation settings, inputs or outputs are invalid; the message says how to fix it."""
+
+
+def check_encoders(encoders: str) -> tuple[str, ...]:
+    """``"vision" | "text" | "both"`` -> the tuple of towers; anything else is an error."""
+    if encoders not in ENCODER_CHOICES:
+        raise AdaptationError(f"Unknown encoders {encoders!r}; choose one of {ENCODER_CHOICES}.")
+    return TOWERS if encoders == "both" else (encoders,)
+
+
+def runtime_field(default: Any, doc: str = "") -> Any:
+    """A config field that does not change a result (paths, device, batch size of inference...).
+
+    Runtime fields are left out of a run's identity (:class:`lowres_clip.spec.RunSpec`) and of
+    :meth:`GeneratorConfig.settings` (the generated images' identity).
+    """
+    return field(default=default, metadata={"runtime": True, "doc": doc})
+
+
+# ----------------------------------------------------------------------------- LoRA
+LORA_PARAMS = ("q", "k", "v", "o")
+POSITIONS = ("all", "bottom", "mid", "up", "half-bottom", "half-up")
+POSITION_ALIASES = {"top": "up", "half-top": "half-up"}
+SCALINGS = ("clip-lora", "standard")
+CNN_TARGETS = ("conv_pw", "conv_pwl", "conv_head")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA hyper-parameters (defaults: CLIP-LoRA).
+
+    Attributes:
+        rank: rank r of each adapter (> 0).
+        alpha: LoRA alpha; the update is scaled by ``alpha / sqrt(r)`` or ``alpha / r`` (``scaling``).
+        dropout: dropout on the adapter input during training (CLIP-LoRA: 0.25).
+        encoders: ``"vision"``, ``"text"`` or ``"both"``.
+        position: ``all | bottom | mid | up (top) | half-bottom | half-up (half-top)`` or a list of
+            block indices (see the module docstring).
+        params: which projections of an attention block: any of ``q``, ``k``, ``v``, ``o``.
+        scaling: ``"clip-lora"`` (alpha / sqrt(r), CLIP-LoRA's code) or ``"standard"`` (alpha / r).
+        cnn_targets: names of the 1x1 convolutions adapted in attention-free (CNN) towers.
+    """
+
+    rank: int = 2
+    alpha: float = 1.0
+    dropout: float = 0.25
+    encoders: str = "both"
+    position: str | Sequence[int] = "all"
+    params: Sequence[str] = ("q", "k", "v")
+    scaling: str = "clip-lora"
+    cnn_targets: Sequence[str] = field(default_factory=lambda: list(CNN_TARGETS))
+
+    def validate(self) -> None:
+        """Raise :class:`AdaptationError` on any invalid field."""
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            raise AdaptationError(f"LoRA rank must be a positive integer, got {self.rank!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdaptationError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
+        check_encoders(self.encoders)
+        bad = [p for p in self.params if p not in LORA_PARAMS]
+        if bad or not self.params:
+            raise AdaptationError(f"Unknown LoRA params {bad or list(self.params)}; choose from {LORA_PARAMS}.")
+        if self.scaling not in SCALINGS:
+            raise AdaptationError(f"Unknown LoRA scaling {self.scaling!r}; choose one of {SCALINGS}.")
+        if isinstance(self.position, str):
+            pos = POSITION_ALIASES.get(self.position, self.position)
+            if pos not in POSITIONS:
+                raise AdaptationError(
+                    f"Unknown LoRA position {self.position!r}; choose one of "
+                    f"{POSITIONS + tuple(POSITION_ALIASES)} or give a list of block indices."
+                )
+
+    @property
+    def scale(self) -> float:
+        """The factor s of the update ``s * B A``."""
+        return self.alpha / (math.sqrt(self.rank) if self.scaling == "clip-lora" else self.rank)
+
+
+# ------------------------------------------------------------------------ separated attention
+
+
+# ----------------------------------------------------------------------------- BitFit
+BIAS_GROUPS = ("attention", "mlp", "norm", "other")
+
+
+@dataclass
+class BitFitConfig:
+    """Which biases BitFit trains.
+
+    Attributes:
+        encoders: ``"vision"``, ``"text"`` or ``"both"``.
+        groups: ``"all"`` or a subset of ``attention``, ``mlp``, ``norm``, ``other``.
+    """
+
+    encoders: str = "both"
+    groups: str | Sequence[str] = "all"
+
+    def validate(self) -> None:
+        """Raise :class:`AdaptationError` for unknown encoders or groups."""
+        self.group_set()
+
+    def group_set(self) -> tuple[str, ...]:
+        """The selected groups; raises :class:`AdaptationError` for unknown names."""
+        check_encoders(self.encoders)
+        if isinstance(self.groups, str):
+            groups = BIAS_GROUPS if self.groups == "all" else (self.groups,)
+        else:
+            groups = tuple(self.groups)
+        bad = [g for g in groups if g not in BIAS_GROUPS]
+        if bad or not groups:
+            raise AdaptationError(f"Unknown BitFit groups {bad or groups}; use 'all' or a subset of {BIAS_GROUPS}.")
+        return groups
+
+
+# ----------------------------------------------------------------------------- Meta-Adapter
+@dataclass
+class MetaAdapterConfig:
+    """Meta-Adapter options.
+
+    Attributes:
+        dropout: dropout on the attention weights during training (0.4 as in the seed work).
+        num_heads: attention heads (1 in the paper).
+        exclude_query: during training, leave each query's own image out of its support set (and
+            one random image of every other class; see :func:`episode_mask`).
+        episode_shots: if set, each training step keeps at most this many random support images
+            per class (simulates K-shot episodes when more shots are available); ``None`` = all.
+        gate_bias_init: initial gate bias (paper: 1, i.e. ``sigmoid(1) ~ 0.73``).
+    """
+
+    dropout: float = 0.4
+    num_heads: int = 1
+    exclude_query: bool = True
+    episode_shots: int | None = None
+    gate_bias_init: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdaptationError(f"Meta-Adapter dropout must be in [0, 1), got {self.dropout!r}.")
+        if self.num_heads <= 0:
+            raise AdaptationError(f"Meta-Adapter num_heads must be positive, got {self.num_heads!r}.")
+        if self.episode_shots is not None and self.episode_shots <= 0:
+            raise AdaptationError(f"episode_shots must be positive or None, got {self.episode_shots!r}.")
+
+
+# ----------------------------------------------------------------------------- training loop
+SELECT_METRICS = ("accuracy", "balanced_accuracy")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop (defaults: CLIP-LoRA).
+
+    Attributes:
+        iterations: optimisation steps; ``None`` = ``iterations_per_shot * K`` with K the largest
+            number of training images of a class.
+        iterations_per_shot: steps per shot when ``iterations`` is ``None`` (CLIP-LoRA: 500).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        batch_size: images per step.
+        warmup_iterations: linear warm-up steps (0 = none) before the cosine decay.
+        min_lr: learning rate at the end of the cosine schedule.
+        eval_every: validate every this many steps (also before step 1 and after the last).
+        patience: stop after this many validations without improvement (``None`` = never).
+        select_metric: ``accuracy`` or ``balanced_accuracy`` (mean per-class recall; long tails).
+        precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (autocast; see ``utils.resolve_precision``).
+        num_workers: DataLoader worker processes.
+        seed: seed of data order, augmentation, dropout and the preserving coin flips.
+        balanced_loss: weight the cross-entropy by Cui et al.'s class-balanced weights.
+        balanced_beta: beta of the effective number of samples.
+        logit_adjustment_tau: tau of Menon et al.'s logit-adjusted loss (0 = off).
+        preserving_p: probability per step of adding a batch of label-preserving images.
+        preserving_weight: weight of that batch's cross-entropy.
+        breaking_lambda: weight of the breaking loss.
+        breaking_bank_size: memory-bank size of the breaking loss.
+        breaking_temperature: temperature of the breaking loss.
+        grad_clip: clip the gradient norm to this value (``None`` = no clipping).
+        eval_batch_size: batch size of validation passes.
+        progress: show a tqdm progress bar.
+    """
+
+    iterations: int | None = None
+    iterations_per_shot: int = 500
+    lr: float = 2e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 32
+    warmup_iterations: int = 0
+    min_lr: float = 1e-6
+    eval_every: int = 250
+    patience: int | None = None
+    select_metric: str = "accuracy"
+    precision: str = "auto"
+    num_workers: int = runtime_field(0, "does not change results")
+    seed: int = 1
+    balanced_loss: bool = False
+    balanced_beta: float = 0.999
+    logit_adjustment_tau: float = 0.0
+    preserving_p: float = 0.3
+    preserving_weight: float = 0.65
+    breaking_lambda: float = 0.1
+    breaking_bank_size: int = 100
+    breaking_temperature: float = 1 / 80
+    grad_clip: float | None = None
+    eval_batch_size: int = runtime_field(64, "does not change results")
+    progress: bool = runtime_field(True, "does not change results")
+
+    def validate(self) -> None:
+        """Raise :class:`AdaptationError` for out-of-range values."""
+        checks = {
+            "iterations": self.iterations is None or self.iterations >= 1,
+            "iterations_per_shot": self.iterations_per_shot >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": self.batch_size >= 1,
+            "warmup_iterations": self.warmup_iterations >= 0,
+            "eval_every": self.eval_every >= 1,
+            "patience": self.patience is None or self.patience >= 1,
+            "num_workers": self.num_workers >= 0,
+            "balanced_beta": 0 <= self.balanced_beta < 1,
+            "logit_adjustment_tau": self.logit_adjustment_tau >= 0,
+            "preserving_p": 0 <= self.preserving_p <= 1,
+            "preserving_weight": self.preserving_weight >= 0,
+            "breaking_lambda": self.breaking_lambda >= 0,
+            "breaking_bank_size": self.breaking_bank_size >= 0,
+            "breaking_temperature": self.breaking_temperature > 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "eval_batch_size": self.eval_batch_size >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaptationError(f"TrainConfig: out-of-range values {[(k, getattr(self, k)) for k in bad]}.")
+        if self.select_metric not in SELECT_METRICS:
+            raise AdaptationError(f"TrainConfig: select_metric {self.select_metric!r} not in {SELECT_METRICS}.")
+        if self.precision not in PRECISIONS:
+            raise AdaptationError(f"TrainConfig: Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
+
+
+# ----------------------------------------------------------------------------- image generators
+@dataclass
+class GeneratorConfig:
+    """Settings every generator shares.
+
+    Attributes:
+        num_samples: images generated per source image *and* strength (original code: 5).
+        seed: base seed. Each output gets its own seed derived from this one, the source path, the
+            kind, the strength and the sample index (:func:`derive_seed`), so a rerun, a resumed run
+            or a run over a different subset of sources makes the same image for the same source.
+        preserving_strength: strength of label-preserving outputs (diffusion: img2img noise
+            strength; classic: intensity of the mild transforms). Default 0.3 as the original code.
+        breaking_strengths: strengths of label-breaking outputs; ``num_samples`` outputs are made
+            per strength. Default ``[0.6, 0.7, 0.8]`` as the original code. Every one must exceed
+            ``preserving_strength``.
+    """
+
+    num_samples: int = 5
+    seed: int = 42
+    preserving_strength: float = 0.3
+    breaking_strengths: Sequence[float] = (0.6, 0.7, 0.8)
+
+    def __post_init__(self) -> None:
+        self.breaking_strengths = tuple(float(s) for s in self.breaking_strengths)
+        self.preserving_strength = float(self.preserving_strength)
+        if self.num_samples < 1:
+            raise AugmentError(f"num_samples must be >= 1, got {self.num_samples}.")
+        if not self.breaking_strengths:
+            raise AugmentError("breaking_strengths is empty; give at least one strength, e.g. [0.6, 0.7, 0.8].")
+        for s in (self.preserving_strength, *self.breaking_strengths):
+            if not 0.0 < s <= 1.0:
+                raise AugmentError(f"strengths must lie in (0, 1], got {s}.")
+        if self.preserving_strength >= min(self.breaking_strengths):
+            raise AugmentError(
+                f"preserving_strength {self.preserving_strength} must be lower than every breaking "
+                f"strength {list(self.breaking_strengths)}: low strength preserves the label, high breaks it."
+            )
+
+    def strengths(self, kind: str) -> tuple[float, ...]:
+        """The strengths used for ``kind`` (``preserving``: one, ``breaking``: the list)."""
+        check_kind(kind)
+        return (self.preserving_strength,) if kind == "preserving" else tuple(self.breaking_strengths)
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able values of all non-runtime fields (what identifies the generated images)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("runtime"):
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def check_kind(kind: str) -> None:
+    """Raise :class:`AugmentError` unless ``kind`` is ``preserving`` or ``breaking``."""
+    if kind not in KINDS:
+        raise AugmentError(f"kind must be one of {KINDS}, got {kind!r}.")
+
+
+@dataclass
+class ClassicConfig(GeneratorConfig):
+    """Settings of the classic generator (see :class:`GeneratorConfig` for the shared fields).
+
+    Attributes:
+        image_size: output side length in pixels; ``None`` keeps each source image's size.
+    """
+
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size is not None and self.image_size < 8:
+            raise AugmentError(f"image_size must be >= 8 pixels or None, got {self.image_size}.")
+
+
+DEFAULT_MODEL_ID = "CompVis/stable-diffusion-v1-4"
+DIFFUSION_PROMPTS = {
+    "circuits": "a circuit diagram of {}",
+    "eurosat": "a satellite photo of {}",
+}
+DEFAULT_PROMPT = "a photo of {}"
+
+
+@dataclass
+class DiffusionConfig(GeneratorConfig):
+    """Settings of the diffusion generator (see :class:`GeneratorConfig` for the shared fields).
+
+    Attributes:
+        model_id: Hugging Face hub id or local folder of a Stable Diffusion (v1) pipeline.
+        revision: hub revision of ``model_id`` (``None``: default branch).
+        prompt_template: prompt with ``{}`` for the class name; :meth:`for_dataset` picks the
+            dataset's (``a circuit diagram of {}``, ``a satellite photo of {}``).
+        num_inference_steps: DDIM steps of the full schedule; img2img runs ``int(steps * strength)``.
+        guidance_scale: classifier-free guidance scale.
+        eta: DDIM eta (0: deterministic given the seed).
+        image_size: side length the source is resized to and outputs have (pixels).
+        scheduler: ``"ddim"`` replaces the pipeline's scheduler by DDIM; ``"pipeline"`` keeps it.
+        batch_size: images per pipeline call (runtime: does not change the images' identity).
+        device: ``None``: CUDA when present, else CPU (runtime).
+        dtype: ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp16"`` or ``"fp32"`` (runtime).
+        local_files_only: never try the network when loading (runtime).
+    """
+
+    model_id: str = DEFAULT_MODEL_ID
+    revision: str | None = None
+    prompt_template: str = DEFAULT_PROMPT
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    eta: float = 0.0
+    image_size: int = 512
+    scheduler: Literal["ddim", "pipeline"] = "ddim"
+    batch_size: int = runtime_field(5, "images per pipeline call")
+    device: str | None = runtime_field(None, "None: CUDA when present")
+    dtype: Literal["auto", "fp16", "fp32"] = runtime_field("auto", "fp16 on CUDA when auto")
+    local_files_only: bool = runtime_field(False, "never use the network")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "{}" not in self.prompt_template:
+            raise AugmentError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}.")
+        if self.scheduler not in ("ddim", "pipeline"):
+            raise AugmentError(f"scheduler must be 'ddim' or 'pipeline', got {self.scheduler!r}.")
+        if self.dtype not in ("auto", "fp16", "fp32"):
+            raise AugmentError(f"dtype must be 'auto', 'fp16' or 'fp32', got {self.dtype!r}.")
+        if self.batch_size < 1:
+            raise AugmentError(f"batch_size must be >= 1, got {self.batch_size}.")
+        weakest = min(self.strengths("preserving") + self.strengths("breaking"))
+        if int(self.num_inference_steps * weakest) < 1:
+            raise AugmentError(
+                f"num_inference_steps={self.num_inference_steps} x strength {weakest} gives no denoising "
+                f"step; use at least {int(1 / weakest) + 1} steps."
+            )
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **kwargs: Any) -> "DiffusionConfig":
+        """Config with the dataset's prompt (:data:`DIFFUSION_PROMPTS`, else ``a photo of {}``)."""
+        kwargs.setdefault("prompt_template", DIFFUSION_PROMPTS.get(dataset, DEFAULT_PROMPT))
+        return cls(**kwargs)
