@@ -17,6 +17,7 @@ from lowres_clip.config import (
     resolve_config,
 )
 from lowres_clip.embedded import EMBEDDED_MODEL
+from lowres_clip.spec import RunSpec
 from lowres_clip.methods.lora import LoraConfig
 from lowres_clip.train import TrainConfig
 
@@ -68,7 +69,7 @@ def test_parameters_override_profile_values():
     assert (cfg.dataset, cfg.shots, cfg.seed) == ("circuits", 4, 3)
     assert cfg.model == "tiny-vit"  # None keeps the profile's value
     assert cfg.method == "lora+bitfit"  # canonical order
-    assert cfg.run_key == "circuits/tiny-vit-random/lora+bitfit/k4-s3"
+    assert RunSpec(cfg).key == "circuits/tiny-vit-random/lora+bitfit/k4-s3"
     assert cfg.train.seed == 3  # the run seed drives training too
 
 
@@ -152,7 +153,7 @@ def test_method_labels_round_trip():
         parse_label("zero_shot+aug-classic")
     cfg = resolve_config("smoke", None, method="lora+aug-classic")
     assert (cfg.method, cfg.augmentation.kind, cfg.label) == ("lora", "classic", "lora+aug-classic")
-    assert cfg.run_key.split("/")[2] == "lora+aug-classic"
+    assert RunSpec(cfg).key == "eurosat/tiny-vit-random/lora+aug-classic/k2-s1"
     with pytest.raises(ConfigError, match="label-breaking loss acts on image features"):
         resolve_config("smoke", None, method="meta_adapter+aug-classic")
     assert resolve_config("smoke", None, method="meta_adapter+aug-classic-preserving").augmentation.use == "preserving"
@@ -174,3 +175,44 @@ def test_config_dict_round_trip():
 def test_unknown_profile_name():
     with pytest.raises(ConfigError, match="unknown profile 'gpu'.*cpu"):
         load_profile("gpu")
+
+
+def test_configuration_layer_imports_nothing_heavy():
+    """``import lowres_clip.config`` (and the spec, registry, settings) loads neither torch nor open_clip."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lowres_clip.config, lowres_clip.spec, lowres_clip.registry, lowres_clip.study; "
+            "print(' '.join(m for m in ('torch', 'open_clip', 'numpy', 'lowres_clip.embedded') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the configuration layer imported {out}"
+
+
+def test_no_import_cycles_between_modules():
+    """No module of the package imports a module that imports it back (lazy imports included)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "lib" / "lowres_clip"
+
+    def module_name(path: Path) -> str:
+        rel = path.relative_to(root.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        return ".".join(parts)
+
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps.add(target)
+                deps.update(f"{target}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d != name}
+    modules = set(graph)
+    graph = {k: {d for d in v if d in modules} for k, v in graph.items()}
+    cycles = sorted((a, b) for a, deps in graph.items() for b in deps if a in graph.get(b, ()) and a < b)
+    assert cycles == [], f"modules importing each other: {cycles}"

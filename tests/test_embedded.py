@@ -21,7 +21,6 @@ from lowres_clip.embedded import (
     EMBEDDED_CAVEAT,
     EMBEDDED_MODEL,
     EMBEDDED_PREPROCESS,
-    EMBEDDED_WEIGHTS,
     EmbeddedBuildConfig,
     EmbeddedBuildError,
 )
@@ -80,9 +79,9 @@ def test_registered_with_open_clip(built):
 
     timm_cfg = timm.models.get_pretrained_cfg(embedded.VISION_TIMM_MODEL)
     assert (timm_cfg.mean, timm_cfg.std) == (EMBEDDED_PREPROCESS["mean"], EMBEDDED_PREPROCESS["std"])
+    assert embedded.register_embedded_config()  # through open_clip's public add_model_config
     assert EMBEDDED_MODEL in open_clip.list_models()
-    assert EMBEDDED_WEIGHTS in open_clip.list_pretrained_tags_by_model(EMBEDDED_MODEL)
-    tok = open_clip.get_tokenizer(EMBEDDED_MODEL)
+    tok = open_clip.get_tokenizer(f"local-dir:{built}")
     assert isinstance(tok, open_clip.tokenizer.HFTokenizer)
     ids = tok(["a photo of a dog."])
     assert ids.shape == (1, embedded.CONTEXT_LENGTH) and ids[0, 0].item() == 101  # BERT [CLS]
@@ -109,17 +108,16 @@ def test_features_shapes_and_logit_scale(bundle):
 
 def test_all_load_routes_give_the_same_weights(built, bundle):
     ref = bundle.model.state_dict()
-    via_tag, _, pre_tag = open_clip.create_model_and_transforms(EMBEDDED_MODEL, pretrained=EMBEDDED_WEIGHTS)
     via_dir, _, pre_dir = open_clip.create_model_and_transforms(f"local-dir:{built}")
     via_path, _, pre_path = open_clip.create_model_and_transforms(
         EMBEDDED_MODEL, pretrained=str(built / "open_clip_model.safetensors"), **embedded.EMBEDDED_TRANSFORM_KWARGS
     )
     via_load_clip = load_clip(EMBEDDED_MODEL, "embedded", device="cpu").model
-    for model in (via_tag, via_dir, via_path, via_load_clip):
+    for model in (via_dir, via_path, via_load_clip):
         state = model.state_dict()
         assert state.keys() == ref.keys()
         assert all(torch.equal(state[k], ref[k]) for k in ref)
-    for pre in (pre_tag, pre_dir, pre_path):
+    for pre in (pre_dir, pre_path):
         assert tuple(pre.transforms[-1].mean) == EMBEDDED_PREPROCESS["mean"]
     tokens = open_clip.get_tokenizer(f"local-dir:{built}")(["itap of a cat."])
     torch.testing.assert_close(tokens, bundle.tokenizer(["itap of a cat."]))

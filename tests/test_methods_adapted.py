@@ -14,7 +14,7 @@ from lowres_clip.methods import (
     MetaAdapterConfig,
     UnknownMethodError,
     build_adapted,
-    parse_method,
+    adapter_parts,
     zero_shot_classifier,
     zero_shot_logits,
 )
@@ -40,15 +40,15 @@ def _support(bundle, n_per=3):
     return feats, torch.arange(len(NAMES)).repeat_interleave(n_per)
 
 
-def test_parse_method_canonical_order_and_errors():
-    assert parse_method("zero_shot") == ()
-    assert parse_method("meta_adapter+bitfit+lora") == ("lora", "bitfit", "meta_adapter")
-    assert parse_method(" bitfit + lora ") == ("lora", "bitfit")
-    for bad, hint in [("lora+dora", "unknown parts ['dora']"), ("lora+lora", "without repeats"),
-                      ("zero_shot+lora", "unknown parts ['zero_shot']"), ("", "Unknown method"),
+def test_adapter_parts_canonical_order_and_errors():
+    assert adapter_parts("zero_shot") == ()
+    assert adapter_parts("meta_adapter+bitfit+lora") == ("lora", "bitfit", "meta_adapter")
+    assert adapter_parts(" bitfit + lora ") == ("lora", "bitfit")
+    for bad, hint in [("lora+dora", "unknown method 'dora'"), ("lora+lora", "names a method twice"),
+                      ("zero_shot+lora", "stand alone"), ("", "expected a method name"),
                       ("linear_probe", "fit_linear_probe")]:
         with pytest.raises(UnknownMethodError, match=hint.replace("[", r"\[").replace("]", r"\]")):
-            parse_method(bad)
+            adapter_parts(bad)
 
 
 def test_zero_shot_matches_text_classifier_and_feature_path(bundle, images):

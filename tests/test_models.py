@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lowres_clip.models import ModelUnavailableError, describe, load_clip, weights_id
+from lowres_clip.models import ModelUnavailableError, describe, load_clip
+from lowres_clip.spec import weights_id
 
 
 @pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])

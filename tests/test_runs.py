@@ -1,4 +1,4 @@
-"""Run keys, predictions files, records and the mean ± std aggregation."""
+"""Run identity (RunSpec), predictions files, records and aggregation by settings hash."""
 
 from __future__ import annotations
 
@@ -6,37 +6,84 @@ import numpy as np
 import pytest
 
 from lowres_clip import runs
+from lowres_clip.spec import RunSpec, distinguishing, resolve_run
 
 
-def test_run_key_canonical_order():
-    assert runs.run_key("eurosat", "ViT-B-16", "openai", "bitfit+lora", 16, 1) == "eurosat/ViT-B-16-openai/lora+bitfit/k16-s1"
-    assert runs.parse_run_key("eurosat/ViT-B-16-openai/lora+bitfit/k16-s1")["shots"] == 16
+def spec(tmp_path, overrides=None, **params) -> RunSpec:
+    return resolve_run("smoke", overrides, runs_root=str(tmp_path / "runs"), figures_root=str(tmp_path / "figures"), **params)
 
 
-def test_predictions_roundtrip(tmp_path):
+def test_key_is_readable_and_canonical(tmp_path):
+    s = spec(tmp_path, method="bitfit+lora", shots=16, seed=1)
+    assert s.key == "eurosat/tiny-vit-random/lora+bitfit/k16-s1"
+    assert s.id == f"{s.key}/{s.variant}" and len(s.variant) == 8
+    assert s.run_dir == tmp_path / "runs" / s.key / s.variant
+    assert s.record_path.parent == s.checkpoint_path.parent == s.predictions_path.parent == s.run_dir
+    assert s.figure_dir == tmp_path / "figures" / s.id
+    assert spec(tmp_path, method="lora", long_tail_ratio=4.0).key.endswith("/k2-lt4-s1")
+
+
+def test_settings_hash_covers_result_settings_only(tmp_path):
+    base = spec(tmp_path, method="lora")
+    # the same settings map to the same run, wherever outputs go and whatever device or workers
+    same = resolve_run("smoke", {"train.num_workers": 3, "train.progress": True}, method="lora", device="cpu",
+                       runs_root="/elsewhere", cache_root="/cache")
+    assert same.config_hash == base.config_hash and same.id == base.id
+    for overrides, params in [({"lora.rank": 4}, {}), ({"train.lr": 0.5}, {}), ({}, {"long_tail_ratio": 2.0}),
+                              ({}, {"test_subset": 10}), ({}, {"image_size": 64}), ({}, {"ensemble": True})]:
+        other = spec(tmp_path, overrides, method="lora", **params)
+        assert other.config_hash != base.config_hash and other.run_dir != base.run_dir, (overrides, params)
+    # settings of methods the run does not use do not change it
+    zs = spec(tmp_path, method="zero_shot")
+    assert spec(tmp_path, {"lora.rank": 8, "train.lr": 0.5}, method="zero_shot").config_hash == zs.config_hash
+    # seeds: same group (table row), different runs
+    s2 = spec(tmp_path, method="lora", seed=2)
+    assert s2.group_hash == base.group_hash and s2.config_hash != base.config_hash and s2.variant == base.variant
+    k1 = spec(tmp_path, method="lora", shots=1)
+    assert k1.curve_hash == base.curve_hash and k1.group_hash != base.group_hash
+
+
+def test_is_finished_means_finished_with_these_settings(tmp_path):
+    s = spec(tmp_path, method="lora")
+    assert not s.is_finished()
+    runs.RunRecord.for_run(s, {"top1": 0.5}).save(s.record_path)
+    assert s.is_finished()
+    text = s.record_path.read_text().replace(s.config_hash, "deadbeef")
+    s.record_path.write_text(text)  # a record written under other settings is not reused
+    assert not s.is_finished()
+
+
+def test_distinguishing_names_what_differs():
+    a = {"method": "lora", "lora": {"rank": 2, "alpha": 1}, "seed": 1, "shots": 4}
+    b = {"method": "lora", "lora": {"rank": 4, "alpha": 1}, "seed": 2, "shots": 8}
+    assert distinguishing([a, b]) == ["lora.rank=2", "lora.rank=4"]
+    assert distinguishing([a, dict(a, seed=3)]) == ["", ""]
+
+
+def test_predictions_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     p = runs.Predictions(rng.normal(size=(5, 3)), [0, 1, 2, 0, 1], [f"{i}.png" for i in range(5)],
-                         ["a", "b", "c"], "/img", "d/m-w/zero_shot/k1-s1", features=rng.normal(size=(5, 4)))
+                         ["a", "b", "c"], "/data", "eurosat/m-w/lora/k1-s1/abcd1234", features=rng.normal(size=(5, 4)))
     q = runs.Predictions.load(p.save(tmp_path / "p.npz"))
-    assert np.array_equal(p.logits, q.logits) and q.paths == p.paths and q.classnames == p.classnames
-    assert np.array_equal(q.features, p.features) and q.groups is None
-    with pytest.raises(ValueError, match="3 logit columns but 2 class names"):
+    np.testing.assert_array_equal(p.logits, q.logits)
+    assert q.paths == p.paths and q.run_key == p.run_key
+    with pytest.raises(ValueError, match="class names"):
         runs.Predictions(np.zeros((1, 3)), [0], ["x"], ["a", "b"], "/", "k")
 
 
-def test_record_and_aggregate_mean_std(tmp_path):
-    for seed, acc in [(1, 0.5), (2, 0.7), (3, 0.9)]:
-        key = runs.run_key("eurosat", "tiny-vit", "random", "lora", 4, seed)
-        runs.RunRecord(key, {"top1": acc, "balanced": acc / 2}, {"seed": seed}, seed).save(tmp_path)
-    runs.RunRecord(runs.run_key("eurosat", "tiny-vit", "random", "zero_shot", 4, 1),
-                   {"top1": 0.25, "balanced": 0.25}, {}, 1).save(tmp_path)
-    assert runs.is_finished("eurosat/tiny-vit-random/lora/k4-s2", tmp_path)
-    recs = runs.load_records(tmp_path, "eurosat")
-    assert len(recs) == 4 and recs[0].versions["torch"] != "absent"
+def test_aggregate_groups_by_settings_hash_and_tables(tmp_path):
+    for seed, acc in [(1, 0.5), (2, 0.7)]:
+        s = spec(tmp_path, method="lora", shots=4, seed=seed)
+        runs.RunRecord.for_run(s, {"top1": acc, "balanced": acc / 2}).save(s.record_path)
+    z = spec(tmp_path, method="zero_shot", shots=4)
+    runs.RunRecord.for_run(z, {"top1": 0.25, "balanced": 0.25}).save(z.record_path)
+    recs = runs.load_records(tmp_path / "runs", "eurosat")
     df = runs.aggregate(recs).set_index("method")
-    assert df.loc["lora", "n_seeds"] == 3
-    assert df.loc["lora", "top1_mean"] == pytest.approx(0.7)
-    assert df.loc["lora", "top1_std"] == pytest.approx(0.2)  # sample std of .5 .7 .9
-    assert df.loc["zero_shot", "top1_std"] == 0
+    assert df.loc["lora", "n_seeds"] == 2 and df.loc["lora", "top1_mean"] == pytest.approx(0.6)
+    assert df.loc["lora", "seeds"] == "1,2" and df.loc["zero_shot", "top1_std"] == 0.0
     paths = runs.write_tables(runs.aggregate(recs), tmp_path / "tables", "main")
-    assert "70.00 ± 20.00" in paths[1].read_text() and r"70.00 $\pm$ 20.00" in paths[2].read_text()
+    assert "60.00 ± 14.14" in paths[1].read_text()
+    (tmp_path / "runs" / "eurosat" / "old" / "record.json").parent.mkdir(parents=True)
+    (tmp_path / "runs" / "eurosat" / "old" / "record.json").write_text('{"run_key": "x"}')
+    with pytest.warns(UserWarning, match="older format"):
+        assert len(runs.load_records(tmp_path / "runs", "eurosat")) == 3

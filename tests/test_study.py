@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from lowres_clip import pipeline, study
-from lowres_clip.config import ConfigError, load_profile, resolve_config
-from lowres_clip.runs import Predictions, RunRecord, is_finished, run_dir
+from lowres_clip.config import ConfigError, load_profile
+from lowres_clip.runs import Predictions, RunRecord
+from lowres_clip.smoke import make_smoke_dataset
+from lowres_clip.spec import RunSpec, resolve_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -23,19 +25,23 @@ def roots(tmp_path: Path) -> dict[str, str]:
     return {name: str(tmp_path / name.split("_")[0]) for name in ("runs_root", "figures_root", "cache_root")}
 
 
-def smoke_cfg(roots: dict[str, str], **params):
-    return resolve_config("smoke", None, **roots, **params)
+def smoke_spec(roots: dict[str, str], overrides=None, **params) -> RunSpec:
+    return resolve_run("smoke", overrides, **roots, **params)
+
+
+def fake_record(spec: RunSpec, top1: float = 0.5) -> None:
+    """A record as a finished run of ``spec`` writes it."""
+    RunRecord.for_run(spec, {"top1": top1, "balanced": top1 / 2}, timings={"total": 1.0}).save(spec.record_path)
 
 
 # ----------------------------------------------------------------------------- aggregated tables
 def test_report_tables_mean_and_std_over_seeds(roots):
-    cfg = smoke_cfg(roots)
+    spec = smoke_spec(roots)
     crafted = {("lora", 1): 0.5, ("lora", 2): 0.6, ("lora", 3): 0.8, ("zero_shot", 1): 0.25}
     for (method, seed), top1 in crafted.items():
-        key = smoke_cfg(roots, method=method, seed=seed, shots=2).run_key
-        RunRecord(key, {"top1": top1, "balanced": top1 / 2}, {}, seed, timings={"total": 1.0}).save(roots["runs_root"])
-    tables = pipeline.report_tables(cfg)
-    csv = pd.read_csv(pipeline.table_paths(cfg)[0])
+        fake_record(smoke_spec(roots, method=method, seed=seed, shots=2), top1)
+    tables = pipeline.report_tables(spec)
+    csv = pd.read_csv(spec.table_paths()[0])
     lora = csv[csv["method"] == "lora"].iloc[0]
     values = np.array([0.5, 0.6, 0.8])
     assert lora["n_seeds"] == 3
@@ -44,59 +50,108 @@ def test_report_tables_mean_and_std_over_seeds(roots):
     assert lora["balanced_std"] == pytest.approx((values / 2).std(ddof=1))
     zs = csv[csv["method"] == "zero_shot"].iloc[0]
     assert (zs["n_seeds"], zs["top1_mean"], zs["top1_std"]) == (1, 0.25, 0.0)
-    md = pipeline.table_paths(cfg)[1].read_text()
+    md = spec.table_paths()[1].read_text()
     assert "63.33 ± 15.28" in md and "25.00 ± 0.00" in md
-    assert r"63.33 $\pm$ 15.28" in pipeline.table_paths(cfg)[2].read_text()
-    assert len(tables.runs) == 4 and (pipeline.tables_dir(cfg) / "methods_by_shots.png").is_file()
+    assert r"63.33 $\pm$ 15.28" in spec.table_paths()[2].read_text()
+    assert len(tables.runs) == 4 and (spec.tables_dir / "methods_by_shots.png").is_file()
+    assert (spec.tables_dir / "top1_vs_shots.png").is_file() and (spec.tables_dir / "top1_vs_shots.html").is_file()
+    assert "n_seeds" in (spec.tables_dir / "top1_vs_shots.html").read_text()
+
+
+def test_tables_never_average_runs_with_other_settings(roots):
+    """Runs differing in a training setting, long_tail_ratio or test_subset are separate rows, named."""
+    variants = [{}, {"overrides": {"lora.rank": 4}}, {"long_tail_ratio": 2.0}, {"test_subset": 8}]
+    specs = [smoke_spec(roots, method="lora", seed=seed, shots=2, **v) for v in variants for seed in (1, 2)]
+    assert len({s.run_dir for s in specs}) == len(specs)  # never one folder for two settings
+    for i, s in enumerate(specs):
+        fake_record(s, 0.1 * (i + 1))
+    table = pipeline.report_tables(smoke_spec(roots)).table
+    assert len(table) == 4 and set(table["n_seeds"]) == {2}
+    rows = set(table["row"])
+    assert "lora (lora.rank=4, long_tail_ratio=None, test_subset=None)" in rows
+    assert "lora (lora.rank=2, long_tail_ratio=2.0, test_subset=None)" in rows
+    assert "lora (lora.rank=2, long_tail_ratio=None, test_subset=8)" in rows
+    means = dict(zip(table["row"], table["top1_mean"]))
+    assert means["lora (lora.rank=4, long_tail_ratio=None, test_subset=None)"] == pytest.approx(0.35)
 
 
 # ----------------------------------------------------------------------------- runs
 def test_run_method_writes_record_last_with_timings(roots):
-    cfg = smoke_cfg(roots, method="linear_probe")
-    record, preds = pipeline.run_method(cfg)
-    out = run_dir(cfg.run_key, roots["runs_root"])
-    assert is_finished(cfg.run_key, roots["runs_root"])
+    spec = smoke_spec(roots, method="linear_probe")
+    record, preds = pipeline.run_method(spec)
+    assert spec.is_finished()
     assert {"data", "model", "features", "train", "eval", "figures", "total"} <= set(record.timings)
     assert {"top1", "balanced", "val_top1"} <= set(record.metrics)
-    assert record.config["method"] == "linear_probe" and record.seed == cfg.seed
-    again = Predictions.load(out / "predictions.npz")
+    assert record.config["method"] == "linear_probe" and record.identity["seed"] == spec.config.seed
+    assert record.config_hash == spec.config_hash and record.settings == spec.settings
+    assert record.protocol["selection"].startswith("best_val") and record.machine["cores"] >= 1
+    again = Predictions.load(spec.predictions_path)
     np.testing.assert_array_equal(again.logits, preds.logits)
-    fig_dir = Path(roots["figures_root"]) / cfg.run_key
+    fig_dir = spec.figure_dir
     assert (fig_dir / "confusion_normalized.png").is_file() and (fig_dir / "per_class_accuracy.png").is_file()
 
 
 def test_test_subset_is_fixed_and_stratified(roots):
-    cfg = smoke_cfg(roots, method="zero_shot", test_subset=8)
-    ds, _ = pipeline.prepare_data(cfg)
-    subset = pipeline.test_samples(cfg, ds)
+    spec = smoke_spec(roots, method="zero_shot", test_subset=8)
+    ds, _ = pipeline.prepare_data(spec)
+    subset = pipeline.test_samples(spec, ds)
     assert len(subset) == 8 and np.bincount([s.label for s in subset]).tolist() == [2, 2, 2, 2]
-    assert subset == pipeline.test_samples(smoke_cfg(roots, method="lora", seed=2, test_subset=8), ds)
-    _, preds = pipeline.run_method(cfg)
+    assert subset == pipeline.test_samples(smoke_spec(roots, method="lora", seed=2, test_subset=8), ds)
+    _, preds = pipeline.run_method(spec)
     assert preds.paths == [s.path for s in subset] and preds.logits.shape == (8, 4)
-    assert len(pipeline.test_samples(smoke_cfg(roots), ds)) == len(ds.split("test"))
+    assert len(pipeline.test_samples(smoke_spec(roots), ds)) == len(ds.split("test"))
 
 
 def test_combined_method_saves_its_checkpoint(roots):
-    cfg = smoke_cfg(roots, method="lora+bitfit+meta_adapter")
-    record, _ = pipeline.run_method(cfg)
-    assert (run_dir(cfg.run_key, roots["runs_root"]) / "checkpoint.pt").is_file()
+    spec = smoke_spec(roots, method="lora+bitfit+meta_adapter")
+    record, _ = pipeline.run_method(spec)
+    assert spec.checkpoint_path.is_file()
     assert record.extra["parameter_counts"]["lora"] > 0 and record.extra["parameter_counts"]["meta_adapter"] > 0
-    assert record.extra["train"]["steps"] == cfg.train.iterations
+    assert record.extra["train"]["steps"] == spec.config.train.iterations
+    assert record.protocol["selected_step"] == record.extra["train"]["best_step"] and record.protocol["template"]
 
 
 def test_interrupted_run_leaves_no_finished_record(roots, monkeypatch):
-    cfg = smoke_cfg(roots, method="zero_shot")
-    pipeline.run_method(cfg)
-    assert is_finished(cfg.run_key, roots["runs_root"])
+    spec = smoke_spec(roots, method="zero_shot")
+    pipeline.run_method(spec)
+    assert spec.is_finished()
 
-    def killed(self, root=None):
+    def killed(self, path):
         raise KeyboardInterrupt  # the process dies right before the record is written
 
     monkeypatch.setattr(RunRecord, "save", killed)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run_method(cfg)  # a forced rerun, interrupted
-    assert (run_dir(cfg.run_key, roots["runs_root"]) / "predictions.npz").is_file()
-    assert not is_finished(cfg.run_key, roots["runs_root"])  # the old record was removed first
+        pipeline.run_method(spec)  # a forced rerun, interrupted
+    assert spec.predictions_path.is_file()
+    assert not spec.is_finished()  # the old record was removed first
+
+
+def test_a_failed_first_run_leaves_no_folder(roots, monkeypatch):
+    spec = smoke_spec(roots, method="zero_shot")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoding failed")
+
+    monkeypatch.setattr(pipeline.run, "_run_adapted", broken)
+    with pytest.raises(RuntimeError):
+        pipeline.run_method(spec)
+    assert not spec.run_dir.exists()
+
+
+def test_same_seed_same_numbers_and_a_changed_setting_is_a_new_run(roots):
+    """A rerun with the same settings gives identical metrics; changing a training setting makes a
+    new run beside the default one, whose record stays untouched."""
+    spec = smoke_spec(roots, method="lora")
+    first, _ = pipeline.run_method(spec)
+    mtime = spec.record_path.stat().st_mtime_ns
+    again = RunSpec(spec.config.replace(runs_root=roots["runs_root"] + "-again"))
+    assert again.config_hash == spec.config_hash  # paths are not settings
+    second, _ = pipeline.run_method(again)
+    assert second.metrics == first.metrics
+    rank4 = smoke_spec(roots, {"lora.rank": 4}, method="lora")
+    assert rank4.key == spec.key and rank4.variant != spec.variant and not rank4.is_finished()
+    pipeline.run_method(rank4)
+    assert spec.record_path.stat().st_mtime_ns == mtime and spec.is_finished() and rank4.is_finished()
 
 
 # ----------------------------------------------------------------------------- study logic
@@ -110,8 +165,8 @@ class FakeExecutor:
         self.calls.append(job.name)
         if self.fail and self.fail in job.name:
             raise RuntimeError("boom")
-        if job.run_key:
-            RunRecord(job.run_key, {"top1": 0.5, "balanced": 0.5}, {}, 1).save(self.runs_root)
+        if job.spec is not None:
+            fake_record(job.spec)
         for p in job.outputs:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("done")
@@ -123,7 +178,8 @@ def grid(roots, executor, **kw):
 
 
 def test_rerun_skips_finished_runs_and_force_redoes_them(roots):
-    keys = {m: smoke_cfg(roots, method=m, shots=1, seed=1).run_key for m in ("zero_shot", "lora")}
+    specs = {m: smoke_spec(roots, method=m, shots=1, seed=1) for m in ("zero_shot", "lora")}
+    keys = {m: s.id for m, s in specs.items()}
     first = FakeExecutor(roots["runs_root"])
     result = grid(roots, first)
     assert result.ok and first.calls == ["eurosat/data/k1-s1", keys["zero_shot"], keys["lora"],
@@ -135,21 +191,27 @@ def test_rerun_skips_finished_runs_and_force_redoes_them(roots):
     forced = FakeExecutor(roots["runs_root"])
     grid(roots, forced, force=True)
     assert forced.calls == first.calls
-    (run_dir(keys["lora"], roots["runs_root"]) / "record.json").unlink()
+    specs["lora"].record_path.unlink()
     partial = FakeExecutor(roots["runs_root"])
     grid(roots, partial)  # the split is still needed by lora; the failure analysis sees a new lora run
     assert partial.calls == ["eurosat/data/k1-s1", keys["lora"], "eurosat/failure/k1-s1/zero_shot-vs-lora",
                              "eurosat/report"]
+    changed = FakeExecutor(roots["runs_root"])
+    grid(roots, changed, overrides={"lora.rank": 4})  # a result-affecting setting: only lora reruns
+    rank4 = smoke_spec(roots, {"lora.rank": 4}, method="lora", shots=1, seed=1)
+    assert changed.calls == ["eurosat/data/k1-s1", rank4.id, "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/report"]
+    assert specs["lora"].is_finished() and rank4.is_finished()
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(roots):
-    keys = {m: smoke_cfg(roots, method=m, shots=1, seed=1).run_key for m in ("zero_shot", "lora")}
+    specs = {m: smoke_spec(roots, method=m, shots=1, seed=1) for m in ("zero_shot", "lora")}
+    keys = {m: s.id for m, s in specs.items()}
     ex = FakeExecutor(roots["runs_root"], fail="/lora/")
     result = grid(roots, ex)
     assert not result.ok
     assert "RuntimeError: boom" in result.failed[keys["lora"]]
     assert result.failed["eurosat/failure/k1-s1/zero_shot-vs-lora"].startswith(f"not run: {keys['lora']} failed")
-    assert is_finished(keys["zero_shot"], roots["runs_root"]) and "eurosat/report" in ex.calls
+    assert specs["zero_shot"].is_finished() and "eurosat/report" in ex.calls
     assert "FAILED" in result.summary()
 
 
@@ -203,7 +265,7 @@ def test_notebook_for_method_labels():
 def test_study_end_to_end_with_papermill(roots, tmp_path, capsys):
     """Real notebooks on the python3 kernel: zero-shot runs, diffusion augmentation fails offline
     (no weights), the failure is reported, the rest goes on; a rerun skips the finished run."""
-    data_root = pipeline.make_smoke_dataset(tmp_path / "data")
+    data_root = make_smoke_dataset(tmp_path / "data")
     raw = yaml.safe_load(load_profile("smoke").path.read_text())
     raw["grid"] = {"datasets": ["eurosat"], "shots": [1], "seeds": [1], "methods": ["zero_shot", "lora+aug-diffusion"]}
     profile = tmp_path / "offline.yaml"
@@ -216,15 +278,15 @@ def test_study_end_to_end_with_papermill(roots, tmp_path, capsys):
     out = captured.out
     assert rc == 1, out + captured.err
     assert "FAILED eurosat/augment-diffusion/k1-s1" in out and "not run" in out
-    zs = smoke_cfg(roots, method="zero_shot", shots=1, seed=1, data_root=str(data_root))
-    assert is_finished(zs.run_key, roots["runs_root"])
-    executed = Path(roots["runs_root"]) / "notebooks" / zs.run_key / study.NB_ZERO_SHOT
+    zs = resolve_run(profile, None, method="zero_shot", shots=1, seed=1, data_root=str(data_root), **roots)
+    assert zs.is_finished()
+    executed = zs.notebook_path(Path(roots["runs_root"]) / "notebooks", study.NB_ZERO_SHOT)
     assert executed.is_file() and any(c.get("outputs") for c in nbformat.read(executed, 4).cells)
-    assert all(p.is_file() for p in pipeline.table_paths(zs))
-    record = run_dir(zs.run_key, roots["runs_root"]) / "record.json"
+    assert all(p.is_file() for p in zs.table_paths())
+    record = zs.record_path
     mtime = record.stat().st_mtime_ns
 
     result = study.run_study(profile, "eurosat", data_root=data_root, methods=["zero_shot"], progress=False, **roots)
     assert result.ok, result.summary()
-    assert zs.run_key in result.skipped and result.ran == ["eurosat/report"]
+    assert zs.id in result.skipped and result.ran == ["eurosat/report"]
     assert record.stat().st_mtime_ns == mtime

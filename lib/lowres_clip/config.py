@@ -231,12 +231,6 @@ class RunConfig:
         return str(self.method_label)
 
     @property
-    def run_key(self) -> str:  # TEMPORARY during the RunSpec refactor
-        from .runs import run_key
-
-        return run_key(self.dataset, self.model, self.weights, self.label, self.shots, self.seed)
-
-    @property
     def trains(self) -> bool:
         """Whether the run has a training loop (everything but zero-shot and the linear probe)."""
         return self.method_label.trains

@@ -89,7 +89,7 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from .models import ClipBundle, ModelUnavailableError, default_device
+from .bundle import ClipBundle, ModelUnavailableError, default_device
 from .settings import EMBEDDED_MODEL  # noqa: F401 (open_clip architecture name; lives in the light settings module)
 
 EMBEDDED_WEIGHTS = "embedded"
@@ -265,27 +265,25 @@ def embedded_model_config(text_dir: str | Path | None = None) -> dict[str, Any]:
 
 
 def register_embedded_config() -> bool:
-    """Register :data:`EMBEDDED_MODEL` in open_clip's model-config registry; False if MiniLM is missing.
+    """Make :data:`EMBEDDED_MODEL` known to open_clip through its public ``add_model_config``.
 
-    open_clip's public ``add_model_config`` only reads JSON files, whose text-tower path would have to be
-    machine specific, so the config dict is put into the same registry directly.
+    The model config names this machine's MiniLM folder, so it is written as a JSON file under the
+    cache folder (not shipped) and added from there. Returns False if MiniLM is missing. Loading a
+    built model needs no registration: :func:`load_embedded` uses open_clip's ``local-dir:`` schema.
     """
+    if EMBEDDED_MODEL in open_clip.list_models():
+        return True
     try:
         cfg = embedded_model_config()
     except EmbeddedBuildError:
         return False
-    open_clip.factory._MODEL_CONFIGS[EMBEDDED_MODEL] = cfg
+    path = embedded_dir().parent / "model_configs" / f"{EMBEDDED_MODEL}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cfg, indent=1))
+    os.replace(tmp, path)
+    open_clip.add_model_config(path)
     return True
-
-
-def register_embedded_weights(checkpoint: str | Path) -> None:
-    """Register the open_clip pretrained tag :data:`EMBEDDED_WEIGHTS` for a built checkpoint file.
-
-    Afterwards ``open_clip.create_model_and_transforms(EMBEDDED_MODEL, pretrained="embedded")`` loads it
-    with :data:`EMBEDDED_PREPROCESS` (open_clip keeps tags in its ``pretrained._PRETRAINED`` table).
-    """
-    entry = {"url": "", "hf_hub": "", "file": str(checkpoint), **{k: v for k, v in EMBEDDED_PREPROCESS.items() if k != "size"}}
-    open_clip.pretrained._PRETRAINED.setdefault(EMBEDDED_MODEL, {})[EMBEDDED_WEIGHTS] = entry
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -475,7 +473,7 @@ def embedded_dir(cache_dir: str | Path | None = None) -> Path:
     ``cache_dir`` defaults to ``<$LOWRES_CLIP_CACHE or <repo>/.cache/lowres_clip>/embedded``.
     """
     if cache_dir is None:
-        from .features import default_cache_root
+        from .spec import default_cache_root
 
         cache_dir = default_cache_root() / "embedded"
     return Path(cache_dir) / EMBEDDED_MODEL
@@ -609,7 +607,6 @@ def build_embedded(
     config = config or EmbeddedBuildConfig()
     folder = embedded_dir(cache_dir)
     if not force and _is_current(folder, config):
-        register_embedded_weights(folder / CHECKPOINT_NAME)
         return folder
     start = time.perf_counter()
     model, extras = assemble_embedded(config)
@@ -642,7 +639,6 @@ def build_embedded(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    register_embedded_weights(folder / CHECKPOINT_NAME)
     return folder
 
 
@@ -680,16 +676,11 @@ def load_embedded(
     """
     device = torch.device(device) if device is not None else default_device()
     folder = build_embedded(cache_dir)
-    register_embedded_weights(folder / CHECKPOINT_NAME)
-    model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-        EMBEDDED_MODEL, pretrained=EMBEDDED_WEIGHTS, device=device, force_image_size=image_size
-    )
+    with _quiet_tower_loading():
+        model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
+            f"local-dir:{folder}", device=device, force_image_size=image_size
+        )
     model.eval()
     use_channels_last(model)
-    tokenizer = open_clip.get_tokenizer(EMBEDDED_MODEL)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     return ClipBundle(model, preprocess_train, preprocess_eval, tokenizer, EMBEDDED_MODEL, EMBEDDED_WEIGHTS, device)
-
-
-register_embedded_config()
-if read_build_info(embedded_dir()) is not None:
-    register_embedded_weights(embedded_dir() / CHECKPOINT_NAME)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,16 +21,8 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write
 from .datasets import ImageDataset, Sample, SplitDataset, ids_fingerprint
 from .prompts import format_prompts
+from .spec import default_cache_root
 
-CACHE_ENV = "LOWRES_CLIP_CACHE"
-
-
-def default_cache_root() -> Path:
-    """``$LOWRES_CLIP_CACHE`` or ``<repo>/.cache/lowres_clip``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".cache" / "lowres_clip"
 
 
 def _safe(s: str) -> str:

@@ -12,79 +12,26 @@ the model and tag and saying how to provide a local file.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 
+from .bundle import ClipBundle, ModelUnavailableError, default_device, resolve_device  # noqa: F401 (re-exported)
+from .settings import EMBEDDED_MODEL
+from .spec import RANDOM_WEIGHTS
+
 RESOURCES = Path(__file__).resolve().parent / "resources"
 TINY_MODELS = ("tiny-vit", "tiny-rn")
-RANDOM_WEIGHTS = ("random", "none", "")
 
 open_clip.add_model_config(RESOURCES / "model_configs")
 
 
-class ModelUnavailableError(RuntimeError):
-    """A model or its weights cannot be loaded; the message says how to provide them."""
-
-
-@dataclass
-class ClipBundle:
-    """A loaded CLIP model with everything needed to use it.
-
-    Attributes:
-        model: the open_clip model (``encode_image`` / ``encode_text``), in eval mode.
-        preprocess_train: open_clip's training transform (random resized crop).
-        preprocess_eval: open_clip's evaluation transform (resize + centre crop).
-        tokenizer: callable mapping a list of strings to a token tensor.
-        model_name: open_clip architecture name.
-        weights: weights identifier as given (tag, file path, ``random`` or ``embedded``).
-        device: the device the model lives on.
-    """
-
-    model: torch.nn.Module
-    preprocess_train: Callable
-    preprocess_eval: Callable
-    tokenizer: Callable
-    model_name: str
-    weights: str
-    device: torch.device
-
-    @property
-    def weights_id(self) -> str:
-        """Short identifier of the weights used in run keys and cache keys."""
-        return weights_id(self.weights)
-
-    @property
-    def image_size(self) -> int:
-        size = self.model.visual.image_size
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def weights_id(weights: str | None) -> str:
-    """A filesystem-safe identifier for ``weights`` (file paths become ``file-<name>-<hash>``)."""
-    if weights is None or str(weights).lower() in RANDOM_WEIGHTS:
-        return "random"
-    w = str(weights)
-    if os.sep in w or w.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        p = Path(w)
-        stat = f"{p.resolve()}:{p.stat().st_size if p.exists() else 0}"
-        return f"file-{p.stem}-{hashlib.sha1(stat.encode()).hexdigest()[:8]}"
-    return w.replace("/", "_")
-
-
 def _check_name(model_name: str) -> None:
-    from . import embedded  # noqa: F401  (registers the embedded model config)
-
+    if model_name == EMBEDDED_MODEL:
+        return
     if model_name not in open_clip.list_models():
         import difflib
 
@@ -131,7 +78,7 @@ def load_clip(
     from . import embedded
 
     device = torch.device(device) if device is not None else default_device()
-    if model_name == embedded.EMBEDDED_MODEL or weights == "embedded":
+    if model_name == EMBEDDED_MODEL or weights == "embedded":
         return embedded.load_embedded(device=device, image_size=image_size)
     _check_name(model_name)
     w = "random" if weights is None or str(weights).lower() in RANDOM_WEIGHTS else str(weights)

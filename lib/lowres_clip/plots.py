@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +22,6 @@ from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
-RUN_KEY_RE = re.compile(r"^[^/]+/[^/]+/[^/]+/k\d+-s\d+$")
 MPL_FORMATS = ("png", "svg", "pdf")
 GROUP_COLOURS = {"head": "#1f77b4", "medium": "#ff7f0e", "tail": "#d62728"}
 
@@ -38,20 +36,19 @@ def is_plotly(fig: Any) -> bool:
     return type(fig).__module__.startswith("plotly") and hasattr(fig, "write_html")
 
 
-def output_dir(path_or_run_key: str | Path, root: str | Path | None = None) -> Path:
-    """Resolve where a figure or table goes (the folder is created).
+def output_dir(where: str | Path, root: str | Path | None = None) -> Path:
+    """The folder a figure or table goes to (created).
 
     Args:
-        path_or_run_key: a run key ``{dataset}/{model}-{weights}/{method}/k{shots}-s{seed}`` (then
-            the folder is ``{root}/{run_key}/`` via :func:`lowres_clip.runs.figure_dir`), or a
-            folder given as a :class:`~pathlib.Path` or any string that is not a run key.
-        root: figures root for run keys (default ``<repo>/figures``).
+        where: an absolute folder, or a folder relative to ``root``, e.g. a run id
+            (:attr:`lowres_clip.spec.RunSpec.id`, which :attr:`Predictions.run_key` holds).
+        root: figures root for relative folders (default ``<repo>/figures``).
     """
-    from .runs import figure_dir
+    from .spec import FIGURES_ROOT
 
-    if isinstance(path_or_run_key, str) and RUN_KEY_RE.match(path_or_run_key):
-        return figure_dir(path_or_run_key, root)
-    d = Path(path_or_run_key)
+    d = Path(where)
+    if not d.is_absolute():
+        d = Path(root or FIGURES_ROOT) / d
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -310,6 +307,68 @@ def compare_methods(df, value: str = "accuracy", method: str = "method", hue: st
     if hue:
         ax.legend(fontsize=8)
     ax.set_title(title or f"{value} per method")
+    return fig
+
+
+REFERENCE_METHODS = ("zero_shot", "linear_probe")
+
+
+def _curves(table, metric: str):
+    """``[(label, method, shots[], mean[], std[], n[])]`` per curve (one per ``curve_hash``)."""
+    for col in ("curve_hash", "row", "method", "shots", "n_seeds", f"{metric}_mean", f"{metric}_std"):
+        if col not in table.columns:
+            raise FigureError(f"table has no column {col!r}; build it with lowres_clip.runs.aggregate.")
+    out = []
+    for _, sub in table.groupby("curve_hash", sort=False):
+        sub = sub.sort_values("shots")
+        out.append((str(sub["row"].iloc[0]), str(sub["method"].iloc[0]), sub["shots"].to_numpy(),
+                    sub[f"{metric}_mean"].to_numpy(dtype=float), sub[f"{metric}_std"].to_numpy(dtype=float),
+                    sub["n_seeds"].to_numpy()))
+    return out
+
+
+def accuracy_vs_shots(table, metric: str = "top1", title: str | None = None, scale: float = 100.0) -> Figure:
+    """Accuracy against K: one line per method (mean over seeds) with a band of +-1 std.
+
+    Zero-shot and the linear probe are drawn dashed as references. ``table`` is
+    :func:`lowres_clip.runs.aggregate`'s output (one row per settings group and K).
+    """
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for label, method, shots, mean, std, n in _curves(table, metric):
+        ref = method in REFERENCE_METHODS
+        line, = ax.plot(shots, mean * scale, marker="o", ms=4, lw=1.4, ls="--" if ref else "-", label=label)
+        ax.fill_between(shots, (mean - std) * scale, (mean + std) * scale, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ks = sorted(set(table["shots"]))
+    ax.set_xticks(ks, labels=[str(k) for k in ks])
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel(f"{metric} (%), mean ± 1 std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or f"{metric} vs shots")
+    return fig
+
+
+def accuracy_vs_shots_plotly(table, metric: str = "top1", title: str | None = None, scale: float = 100.0):
+    """The interactive version of :func:`accuracy_vs_shots` (hover: mean, std, n_seeds)."""
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS as colours
+
+    fig = go.Figure()
+    for i, (label, method, shots, mean, std, n) in enumerate(_curves(table, metric)):
+        colour = colours[i % len(colours)]
+        rgba = colour.replace("rgb", "rgba").replace(")", ", 0.15)")
+        fig.add_trace(go.Scatter(x=list(shots) + list(shots[::-1]), y=list((mean + std) * scale) + list((mean - std)[::-1] * scale),
+                                 fill="toself", fillcolor=rgba, line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=label))
+        fig.add_trace(go.Scatter(
+            x=shots, y=mean * scale, mode="lines+markers", name=label, legendgroup=label,
+            line={"color": colour, "dash": "dash" if method in REFERENCE_METHODS else "solid"},
+            customdata=np.stack([std * scale, n], axis=1),
+            hovertemplate=f"{label}<br>K=%{{x}}<br>mean %{{y:.2f}}<br>std %{{customdata[0]:.2f}}<br>n_seeds %{{customdata[1]}}<extra></extra>"))
+    fig.update_layout(title=title or f"{metric} vs shots", xaxis={"title": "shots per class (K)", "type": "log", "tickvals": sorted(set(table["shots"]))},
+                      yaxis={"title": f"{metric} (%)"}, height=480, width=820)
     return fig
 
 

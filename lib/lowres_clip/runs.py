@@ -1,19 +1,22 @@
-"""Run keys, run records, predictions files and aggregation over seeds.
+"""Run records, predictions files and aggregation of records into tables.
 
-A run is identified by its key ``{dataset}/{model}-{weights}/{method}/k{shots}-s{seed}``. Its
-outputs live in ``runs/{run_key}/``: ``record.json`` (metrics, config, seed, package versions, git
-commit, wall times) and ``predictions.npz`` (test logits, labels, features, sample paths). The
-record is written last and atomically, so a run interrupted midway leaves no file that looks
-finished; :func:`is_finished` is what the study runner checks to skip finished runs.
+What a run *is* (key, settings hash, paths) is owned by :class:`lowres_clip.spec.RunSpec`. A run's
+outputs live in its ``spec.run_dir``: ``predictions.npz`` (test logits, labels, features, sample
+paths) and, written last and atomically, ``record.json`` (:class:`RunRecord`: metrics, the full
+resolved config and its result-affecting settings with their hashes, seed, selection rule and
+selected step, template, augmentation variant, package versions, commit, machine and wall times).
+Tables are built from records, grouped by their settings hash (:func:`aggregate`), never from keys.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,53 +24,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
+from .spec import REPO, RECORD_FILE, RUNS_ROOT, RunSpec, distinguishing
 
-REPO = Path(__file__).resolve().parents[2]
-RUNS_ROOT = REPO / "runs"
-FIGURES_ROOT = REPO / "figures"
-METHOD_ORDER = ("zero_shot", "linear_probe", "lora", "bitfit", "meta_adapter")
 TRACKED_PACKAGES = (
     "torch", "torchvision", "open_clip_torch", "peft", "diffusers", "timm", "transformers",
     "numpy", "scikit-learn", "umap-learn",
 )
-
-
-def canonical_method(method: str) -> str:
-    """Order the parts of a combined method name canonically (``bitfit+lora`` -> ``lora+bitfit``).
-
-    Parts that are not base methods (e.g. ``aug-classic``) keep their order after the base methods.
-    """
-    parts = [p.strip() for p in method.split("+") if p.strip()]
-    if not parts:
-        raise ValueError("empty method name")
-    base = sorted((p for p in parts if p in METHOD_ORDER), key=METHOD_ORDER.index)
-    return "+".join(base + [p for p in parts if p not in METHOD_ORDER])
-
-
-def run_key(dataset: str, model: str, weights: str, method: str, shots: int, seed: int) -> str:
-    """``{dataset}/{model}-{weights}/{method}/k{shots}-s{seed}`` (method in canonical order)."""
-    from .models import weights_id
-
-    ds = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] if dataset.startswith("imagefolder:") else dataset
-    return f"{ds}/{model}-{weights_id(weights)}/{canonical_method(method)}/k{shots}-s{seed}"
-
-
-def parse_run_key(key: str) -> dict[str, Any]:
-    """Inverse of :func:`run_key` (model and weights are returned joined as ``model_weights``)."""
-    dataset, mw, method, ks = key.split("/")
-    k, s = ks.split("-s")
-    return {"dataset": dataset, "model_weights": mw, "method": method, "shots": int(k[1:]), "seed": int(s)}
-
-
-def run_dir(key: str, root: str | Path | None = None) -> Path:
-    return Path(root or RUNS_ROOT) / key
-
-
-def figure_dir(key: str, root: str | Path | None = None) -> Path:
-    """``figures/{run_key}/`` (created)."""
-    d = Path(root or FIGURES_ROOT) / key
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -81,7 +43,8 @@ class Predictions:
         paths: sample paths relative to ``image_root``.
         classnames: class names ordered by label.
         image_root: folder the paths are relative to.
-        run_key: key of the run that made them.
+        run_key: id of the run that made them (``{key}/{variant}``, :attr:`RunSpec.id`); its
+            figures go to ``figures/{run_key}/``.
         features: ``[N, D]`` L2-normalised image features (optional).
         groups: per-class ``head``/``medium``/``tail`` labels (long-tailed runs) or ``None``.
         split: evaluated split (``test``).
@@ -154,42 +117,91 @@ def git_commit(repo: Path = REPO) -> str:
         return "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """Where a record was made: CPU model, cores, GPU (if any), platform."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
 @dataclass
 class RunRecord:
     """The one result file of a run (``record.json``), stamped with everything needed to trust it.
 
     Attributes:
-        run_key: the run's key.
+        identity: what the run is (:meth:`lowres_clip.spec.RunSpec.identity`: run id, key, variant,
+            dataset, model, method label, shots, seed and the settings hashes).
         metrics: test metrics (``top1``, ``balanced``...) and validation metrics (``val_top1``).
         config: the full resolved run configuration.
-        seed: the run's seed.
+        settings: its result-affecting settings (what :attr:`config_hash` hashes).
+        protocol: how the numbers were obtained: ``selection`` rule and ``selected_step``,
+            ``template`` (prompts), ``augmentation`` variant.
         timings: wall seconds per step (``train``, ``eval``...).
         versions: package versions.
         commit: git commit of the code (``+dirty`` when uncommitted changes existed).
+        machine: CPU, cores, GPU.
         created: UNIX time the record was written.
-        extra: anything else a method wants to keep (parameter counts, shots report...).
+        extra: anything else a method keeps (parameter counts, shots report, training history...).
     """
 
-    run_key: str
+    identity: dict[str, Any]
     metrics: dict[str, float]
     config: dict[str, Any]
-    seed: int
+    settings: dict[str, Any]
+    protocol: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
     commit: str = field(default_factory=git_commit)
+    machine: dict[str, Any] = field(default_factory=machine)
     created: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, root: str | Path | None = None) -> Path:
-        """Write ``runs/{run_key}/record.json`` atomically (the run's completion marker)."""
-        path = run_dir(self.run_key, root) / "record.json"
-        text = json.dumps(asdict(self), indent=2, default=_json_default)
-        atomic_write_text(path, text)
-        return path
+    @classmethod
+    def for_run(cls, spec: RunSpec, metrics: dict[str, float], **kwargs: Any) -> "RunRecord":
+        """A record of ``spec``'s run (identity, config and settings from the spec)."""
+        return cls(identity=spec.identity(), metrics=metrics, config=spec.config.to_dict(), settings=spec.settings,
+                   **kwargs)
+
+    @property
+    def run_id(self) -> str:
+        return self.identity["run_id"]
+
+    @property
+    def config_hash(self) -> str:
+        return self.identity["config_hash"]
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["config_hash"] = self.config_hash  # top level too: RunSpec.is_finished reads it cheaply
+        return json.dumps(d, indent=2, default=_json_default)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the record atomically to ``path`` (the run's completion marker)."""
+        atomic_write_text(Path(path), self.to_json())
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "RunRecord":
-        return cls(**json.loads(Path(path).read_text()))
+        """Read a record (raises :class:`ValueError` for files not written by this version)."""
+        data = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        if "identity" not in data:
+            raise ValueError(f"{path}: a record of an older version (no settings hash); rerun that run.")
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _json_default(o: Any) -> Any:
@@ -202,37 +214,64 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def is_finished(key: str, root: str | Path | None = None) -> bool:
-    """A run is finished when its record exists (written last, atomically)."""
-    return (run_dir(key, root) / "record.json").is_file()
-
-
 def load_records(root: str | Path | None = None, dataset: str | None = None) -> list[RunRecord]:
+    """Every record under ``root`` (default ``runs/``), of one dataset folder if given.
+
+    Records of an older format are skipped with one warning naming how many.
+    """
     base = Path(root or RUNS_ROOT)
-    pattern = f"{dataset}/**/record.json" if dataset else "**/record.json"
-    return [RunRecord.load(p) for p in sorted(base.glob(pattern))]
+    pattern = f"{dataset}/**/{RECORD_FILE}" if dataset else f"**/{RECORD_FILE}"
+    out, old = [], []
+    for p in sorted(base.glob(pattern)):
+        try:
+            out.append(RunRecord.load(p))
+        except (ValueError, TypeError, KeyError):
+            old.append(p)
+    if old:
+        warnings.warn(f"skipped {len(old)} record(s) of an older format under {base} (e.g. {old[0]}); rerun those runs.")
+    return out
 
 
 # ----------------------------------------------------------------------------- aggregation
-def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):
-    """Mean and sample std over seeds per (dataset, model, method, shots).
+ROW_KEYS = ("dataset", "model_weights", "method", "variant", "shots")
 
-    Returns a pandas DataFrame with columns ``dataset, model_weights, method, shots, n_seeds`` and
-    ``{metric}_mean`` / ``{metric}_std`` for each metric (std is 0 for a single seed).
-    """
+
+def records_frame(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):
+    """One row per record: its identity, a ``setting`` text naming what sets its settings apart from
+    other runs of the same method (``lora.rank=4``; ``""`` when nothing does), metrics, seconds."""
     import pandas as pd
 
-    rows = []
-    for r in records:
-        row = parse_run_key(r.run_key)
-        row.update({m: r.metrics.get(m, np.nan) for m in metrics})
-        rows.append(row)
-    if not rows:
+    if not records:
         raise ValueError("no run records to aggregate")
+    rows = [{**{k: r.identity[k] for k in ("dataset", "model_weights", "method", "shots", "seed", "variant",
+                                          "group_hash", "curve_hash", "run_id")},
+             **{m: r.metrics.get(m, np.nan) for m in metrics}, "seconds": r.timings.get("total", np.nan),
+             "selection": r.protocol.get("selection"), "template": r.protocol.get("template")} for r in records]
     df = pd.DataFrame(rows)
-    keys = ["dataset", "model_weights", "method", "shots"]
-    g = df.groupby(keys, sort=True)
-    out = g.size().rename("n_seeds").to_frame()
+    df["setting"] = ""
+    for _, idx in df.groupby(["dataset", "model_weights", "method"]).groups.items():
+        texts = distinguishing([records[i].settings for i in idx])
+        df.loc[idx, "setting"] = texts
+    df["row"] = [m if not s else f"{m} ({s})" for m, s in zip(df["method"], df["setting"])]
+    return df
+
+
+def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):
+    """Mean and sample std over seeds of runs whose settings differ in nothing but the seed.
+
+    Runs are grouped by the settings hash their records store (``group_hash``), never by parsing
+    keys: a row never averages unlike runs. Returns a DataFrame with ``dataset, model_weights,
+    method, setting, row`` (the method plus what distinguishes it), ``shots, n_seeds, seeds``,
+    ``{metric}_mean`` / ``{metric}_std`` (std 0 for one seed), ``selection``, ``template``,
+    ``group_hash`` and ``curve_hash``.
+    """
+    df = records_frame(records, metrics)
+    first = ["dataset", "model_weights", "method", "setting", "row", "shots", "variant", "curve_hash",
+             "selection", "template"]
+    g = df.groupby("group_hash", sort=False)
+    out = g[first].first()
+    out["n_seeds"] = g.size()
+    out["seeds"] = g["seed"].agg(lambda s: ",".join(str(v) for v in sorted(s)))
     for m in metrics:
         out[f"{m}_mean"] = g[m].mean()
         out[f"{m}_std"] = g[m].std(ddof=1).fillna(0.0)
@@ -241,7 +280,7 @@ def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "b
 
 def format_table(df, metrics: Sequence[str] = ("top1", "balanced"), scale: float = 100.0):
     """A display table: one ``mean ± std`` string column per metric (in percent by default)."""
-    shown = df[["dataset", "model_weights", "method", "shots", "n_seeds"]].copy()
+    shown = df[["dataset", "model_weights", "row", "shots", "n_seeds"]].rename(columns={"row": "method"})
     for m in metrics:
         shown[m] = [f"{a * scale:.2f} ± {b * scale:.2f}" for a, b in zip(df[f"{m}_mean"], df[f"{m}_std"])]
     return shown

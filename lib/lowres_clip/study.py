@@ -14,8 +14,9 @@ For one dataset and every (K, seed) of the profile's grid it executes, in order:
 then ``08_report_tables`` once, which aggregates every finished run of the dataset over seeds
 (mean ± std) into ``figures/{dataset}/tables/`` as CSV, Markdown and LaTeX.
 
-Executed notebooks go to ``runs/notebooks/...`` (git-ignored). A run whose record exists
-(:func:`lowres_clip.runs.is_finished`) is skipped unless ``--force``; so are ``00_data`` and
+Executed notebooks go to ``runs/notebooks/{run id}/`` (git-ignored). A run finished with the same
+settings (:meth:`lowres_clip.spec.RunSpec.is_finished`: a record with the same settings hash) is
+skipped unless ``--force``; a run whose settings changed is a new run in its own folder. So are ``00_data`` and
 ``05_augment_generate`` once every run needing them is finished (and the data figures exist), and
 ``07_failure_analysis`` when its summary exists and neither of its two runs ran again. A failing notebook is
 reported at the end and the others go on (notebooks depending on it are reported as failed without
@@ -42,10 +43,9 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 from tqdm.auto import tqdm
 
-from . import pipeline
 from . import registry
 from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config
-from .runs import is_finished
+from .spec import RunSpec
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NB_DATA = "00_data.ipynb"
@@ -80,20 +80,20 @@ class Job:
         notebook: notebook file name in the notebooks folder.
         parameters: papermill parameters.
         output: where the executed notebook is written.
-        run_key: key of the run the notebook makes (``None`` for helper notebooks).
+        spec: the run the notebook makes (``None`` for helper notebooks).
         outputs: files whose presence means a helper notebook's work is done.
         depends: names of jobs that must succeed first.
-        needed_by: run keys that need this helper (a helper is skipped when all are finished).
+        needed_by: runs that need this helper (a helper is skipped when all are finished).
     """
 
     name: str
     notebook: str
     parameters: dict[str, Any]
     output: Path
-    run_key: str | None = None
+    spec: RunSpec | None = None
     outputs: list[Path] = field(default_factory=list)
     depends: list[str] = field(default_factory=list)
-    needed_by: list[str] = field(default_factory=list)
+    needed_by: list[RunSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -197,44 +197,43 @@ def plan_study(
              "cache_root": _str(cache_root)}
     common = _common(prof, dataset, roots, overrides or {})
     nb_dir = Path(notebooks_dir)
-    base_cfg = _resolve(prof, common, {})
-    out_root = Path(notebooks_out) if notebooks_out else pipeline.runs_root(base_cfg) / "notebooks"
-    ds_name = base_cfg.run_key.split("/")[0]
+    base = RunSpec(_resolve(prof, common, {}))
+    out_root = Path(notebooks_out) if notebooks_out else base.runs_root / "notebooks"
+    ds_name = base.dataset
     jobs: list[Job] = []
     for k in shot_list:
         for s in seed_list:
             cell = {**common, "shots": k, "seed": s}
-            cell_cfg = _resolve(prof, cell, {})
-            tag = f"k{k}-s{s}"
-            cfgs = {label: _resolve(prof, cell, {"method": label}) for label in labels}
+            cell_spec = RunSpec(_resolve(prof, cell, {}))
+            tag = cell_spec.cell
+            specs = {label: RunSpec(_resolve(prof, cell, {"method": label})) for label in labels}
             run_jobs: list[Job] = []
             data_job = Job(f"{ds_name}/data/{tag}", NB_DATA, cell, out_root / ds_name / "data" / tag / NB_DATA,
-                           outputs=pipeline.data_outputs(cell_cfg), needed_by=[c.run_key for c in cfgs.values()])
+                           outputs=cell_spec.data_outputs(), needed_by=list(specs.values()))
             gen_jobs: dict[str, Job] = {}
-            for label, cfg in cfgs.items():
-                parsed = registry.parse_label(label)
+            for label, spec in specs.items():
                 depends = [data_job.name]
-                if parsed.augmented:  # one generation per generator and use, for the first run that needs it
-                    gen = parsed.aug_suffix.replace("aug-", "augment-", 1)
+                if spec.label.augmented:  # one generation per generator and use, for the first run that needs it
+                    gen = spec.label.aug_suffix.replace("aug-", "augment-", 1)
                     if gen not in gen_jobs:
                         gen_jobs[gen] = Job(f"{ds_name}/{gen}/{tag}", NB_AUG_GENERATE, {**cell, "method": label},
                                             out_root / ds_name / gen / tag / NB_AUG_GENERATE, depends=[data_job.name])
-                    gen_jobs[gen].needed_by.append(cfg.run_key)
+                    gen_jobs[gen].needed_by.append(spec)
                     depends.append(gen_jobs[gen].name)
-                nb = notebook_for(label)
-                run_jobs.append(Job(cfg.run_key, nb, {**cell, "method": label}, out_root / cfg.run_key / nb,
-                                    run_key=cfg.run_key, depends=depends))
+                nb = spec.label.notebook
+                run_jobs.append(Job(spec.id, nb, {**cell, "method": label}, spec.notebook_path(out_root, nb),
+                                    spec=spec, depends=depends))
             jobs.append(data_job)
             jobs.extend(gen_jobs.values())
             jobs.extend(run_jobs)
             for baseline, adapted in grid.failure_pairs:
-                if baseline not in cfgs or adapted not in cfgs:
+                if baseline not in specs or adapted not in specs:
                     continue
                 params = {**cell, "baseline": baseline, "adapted": adapted}
                 name = f"{ds_name}/failure/{tag}/{baseline}-vs-{adapted}"
                 jobs.append(Job(name, NB_FAILURE, params, out_root / ds_name / "failure" / tag / f"{baseline}-vs-{adapted}" / NB_FAILURE,
-                                outputs=pipeline.failure_outputs(cfgs[baseline], cfgs[adapted]),
-                                depends=[cfgs[baseline].run_key, cfgs[adapted].run_key]))
+                                outputs=[specs[adapted].failure_summary_path(specs[baseline])],
+                                depends=[specs[baseline].id, specs[adapted].id]))
     jobs.append(Job(f"{ds_name}/report", NB_REPORT, dict(common), out_root / ds_name / NB_REPORT))
     _check_notebooks(jobs, nb_dir)
     return jobs
@@ -278,6 +277,16 @@ def _check_notebooks(jobs: Sequence[Job], nb_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- running
+def _check_device(device: str) -> None:
+    """A CUDA device asked for on a machine without one is an error before any notebook starts."""
+    from .models import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> None:
     """Execute one job's notebook with papermill (raises on a failing cell)."""
     import papermill
@@ -296,13 +305,13 @@ def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()[:500]}"
 
 
-def _should_skip(job: Job, force: bool, runs_root: Path, ran: set[str]) -> bool:
+def _should_skip(job: Job, force: bool, ran: set[str]) -> bool:
     """Whether a job has nothing to do (see the module docstring)."""
     if force or job.notebook == NB_REPORT:
         return False
-    if job.run_key is not None:
-        return is_finished(job.run_key, runs_root)
-    if any(not is_finished(k, runs_root) for k in job.needed_by):
+    if job.spec is not None:
+        return job.spec.is_finished()
+    if any(not spec.is_finished() for spec in job.needed_by):
         return False  # a run still needs this helper's output
     if any(d in ran for d in job.depends):
         return False  # its inputs changed in this study run
@@ -346,12 +355,11 @@ def run_study(
     t0 = time.time()
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir)
-    base = _resolve(load_profile(profile), jobs[-1].parameters, {})
-    pipeline.resolve_device(base)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
+    base = RunSpec(_resolve(load_profile(profile), jobs[-1].parameters, {}))
+    _check_device(base.config.device)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
     if executor is None:
         ensure_kernel(kernel_name)
         executor = lambda job: execute(job, kernel_name, notebooks_dir)  # noqa: E731
-    root = pipeline.runs_root(base)
     result = StudyResult()
     status: dict[str, str] = {}
     ran: set[str] = set()
@@ -363,7 +371,7 @@ def run_study(
             status[job.name] = "failed"
             result.failed[job.name] = f"not run: {broken[0]} failed"
             continue
-        if _should_skip(job, force, root, ran):
+        if _should_skip(job, force, ran):
             status[job.name] = "skipped"
             result.skipped.append(job.name)
             continue
@@ -379,7 +387,7 @@ def run_study(
         if job.output.exists():
             result.executed[job.name] = job.output
     bar.close()
-    result.tables = [p for p in pipeline.table_paths(base) if p.exists()]
+    result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
     return result
 

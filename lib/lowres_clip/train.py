@@ -43,10 +43,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, parse_method
+from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, adapter_parts
 from .settings import SELECT_METRICS, BitFitConfig, LoraConfig, MetaAdapterConfig, TrainConfig  # noqa: F401
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
-from .models import weights_id
+from .spec import weights_id
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
 
 CHECKPOINT_FORMAT = "lowres_clip.trained/1"
@@ -464,7 +464,7 @@ def load_trained(bundle, path: str | Path, method: str | None = None) -> Adapted
             f"'{path}' was trained on {c['model_name']} ({ckpt['weights_id']}), not on the given "
             f"{bundle.model_name} ({bundle.weights_id}); load that base model first."
         )
-    if method is not None and parse_method(method) != parse_method(c["method"]):
+    if method is not None and adapter_parts(method) != adapter_parts(c["method"]):
         raise CheckpointMismatchError(f"'{path}' holds method {c['method']!r}, not {method!r}.")
     support = None
     if ckpt.get("support") is not None:

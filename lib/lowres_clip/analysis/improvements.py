@@ -166,15 +166,10 @@ def improvements_figure(
 
 def write_improvements(a: "Predictions", b: "Predictions", k: int = 6, attention_a: "AttentionSource | None" = None,
                        attention_b: "AttentionSource | None" = None, root: str | Path | None = None,
-                       formats: Sequence[str] = ("png",)) -> list[Path]:
+                       formats: Sequence[str] = ("png",), name: str | None = None) -> list[Path]:
     """Write the ranked table (CSV, Markdown) and the figure under ``figures/{b.run_key}/`` as
-    ``improvements_vs_{a's method}``."""
-    from ..runs import parse_run_key
-
-    try:
-        name = f"improvements_vs_{parse_run_key(a.run_key)['method']}"
-    except ValueError:
-        name = "improvements_vs_" + "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in a.run_key)
+    ``name`` (default ``improvements_vs_{a.run_key}`` made file-safe)."""
+    name = name or "improvements_vs_" + "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in a.run_key)
     table = rank_improvements(a, b)
     paths = plots.save_table(table, b.run_key, name, root=root)
     fig = improvements_figure(a, b, table, k=k, attention_a=attention_a, attention_b=attention_b)

@@ -76,6 +76,9 @@ class SourceImage:
     classname: str
 
 
+GENERATORS: dict[str, type["ImageGenerator"]] = {}  # name -> class; filled as generator modules load
+
+
 class ImageGenerator(abc.ABC):
     """The interface every generator implements.
 
@@ -85,6 +88,16 @@ class ImageGenerator(abc.ABC):
 
     name: ClassVar[str] = ""
     config: GeneratorConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            GENERATORS[cls.name] = cls
+
+    @classmethod
+    def from_options(cls, dataset: str | None = None, **config: Any) -> "ImageGenerator":
+        """A generator from its config fields (``dataset`` lets a generator pick per-dataset defaults)."""
+        raise NotImplementedError
 
     @property
     @abc.abstractmethod
@@ -124,16 +137,9 @@ def make_generator(name: str, dataset: str | None = None, **config: Any) -> Imag
         **config: fields of :class:`~lowres_clip.augment.classic.ClassicConfig` or
             :class:`~lowres_clip.augment.diffusion.DiffusionConfig`.
     """
-    if name == "classic":
-        from .classic import ClassicConfig, ClassicGenerator
-
-        return ClassicGenerator(ClassicConfig(**config))
-    if name == "diffusion":
-        from .diffusion import DiffusionConfig, DiffusionGenerator
-
-        cfg = DiffusionConfig.for_dataset(dataset, **config) if dataset else DiffusionConfig(**config)
-        return DiffusionGenerator(cfg)
-    raise AugmentError(f"Unknown generator {name!r}; choose 'classic' or 'diffusion'.")
+    if name not in GENERATORS:
+        raise AugmentError(f"Unknown generator {name!r}; choose one of {sorted(GENERATORS)}.")
+    return GENERATORS[name].from_options(dataset, **config)
 
 
 def settings_folder_name(generator: ImageGenerator) -> str:
@@ -144,10 +150,10 @@ def settings_folder_name(generator: ImageGenerator) -> str:
 def default_out_dir(dataset: str, generator: ImageGenerator, cache_root: str | Path | None = None) -> Path:
     """``<cache>/augment/<dataset>/<generator>-<settings hash>``: one folder per configuration.
 
-    ``cache_root`` defaults to :func:`lowres_clip.features.default_cache_root` (``$LOWRES_CLIP_CACHE``).
+    ``cache_root`` defaults to :func:`lowres_clip.spec.default_cache_root` (``$LOWRES_CLIP_CACHE``).
     """
     if cache_root is None:
-        from ..features import default_cache_root
+        from ..spec import default_cache_root
 
         cache_root = default_cache_root()
     return Path(cache_root) / "augment" / dataset / settings_folder_name(generator)

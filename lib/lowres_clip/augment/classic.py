@@ -16,7 +16,7 @@ Rows and figure titles say ``generator="classic"`` and ``model_id="classic-v<ver
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,10 @@ class ClassicGenerator(ImageGenerator):
     """
 
     name = "classic"
+
+    @classmethod
+    def from_options(cls, dataset: str | None = None, **config: Any) -> "ClassicGenerator":
+        return cls(ClassicConfig(**config))
 
     def __init__(self, config: ClassicConfig | None = None):
         self.config = config or ClassicConfig()

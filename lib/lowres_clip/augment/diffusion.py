@@ -45,6 +45,11 @@ class DiffusionGenerator(ImageGenerator):
 
     name = "diffusion"
 
+    @classmethod
+    def from_options(cls, dataset: str | None = None, **config: Any) -> "DiffusionGenerator":
+        """The generator with the dataset's prompt template (:data:`DIFFUSION_PROMPTS`) unless given."""
+        return cls(DiffusionConfig.for_dataset(dataset, **config) if dataset else DiffusionConfig(**config))
+
     def __init__(self, config: DiffusionConfig | None = None, pipeline: Any = None):
         self.config = config or DiffusionConfig()
         self._pipe = None

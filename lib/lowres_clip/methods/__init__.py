@@ -11,7 +11,7 @@ The training loop for every method is :func:`lowres_clip.train.train`.
 """
 
 from ..utils import AdaptationError
-from .adapted import AdaptedCLIP, SupportFeatures, UnknownMethodError, build_adapted, parse_method
+from .adapted import AdaptedCLIP, SupportFeatures, UnknownMethodError, build_adapted, adapter_parts
 from .bitfit import BitFitConfig, apply_bitfit, bitfit_parameters
 from .linear_probe import LinearProbe, fit_linear_probe
 from .lora import LoraConfig, apply_lora, merge_lora, separate_attention, unmerge_lora
@@ -19,7 +19,7 @@ from .meta_adapter import MetaAdapter, MetaAdapterConfig, meta_pretrain, pack_su
 from .zero_shot import LOGIT_SCALE, cosine_logits, zero_shot_classifier, zero_shot_logits
 
 __all__ = [
-    "AdaptationError", "AdaptedCLIP", "SupportFeatures", "UnknownMethodError", "build_adapted", "parse_method",
+    "AdaptationError", "AdaptedCLIP", "SupportFeatures", "UnknownMethodError", "build_adapted", "adapter_parts",
     "BitFitConfig", "apply_bitfit", "bitfit_parameters", "LinearProbe", "fit_linear_probe",
     "LoraConfig", "apply_lora", "merge_lora", "separate_attention", "unmerge_lora",
     "MetaAdapter", "MetaAdapterConfig", "meta_pretrain", "pack_support",

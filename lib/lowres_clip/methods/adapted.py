@@ -31,14 +31,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..features import encode_text_classifier
-from ..runs import canonical_method
+from .. import registry
+from ..settings import ConfigError
 from ..utils import AdaptationError, count_parameters, tower_of
 from .bitfit import BitFitConfig, apply_bitfit
 from .lora import LoraConfig, apply_lora, set_lora_dropout_mode
 from .meta_adapter import MetaAdapter, MetaAdapterConfig, PackedSupport, episode_mask, pack_support
 from .zero_shot import LOGIT_SCALE, cosine_logits
 
-METHOD_PARTS = ("lora", "bitfit", "meta_adapter")
 ZERO_SHOT = "zero_shot"
 
 
@@ -46,30 +46,26 @@ class UnknownMethodError(AdaptationError):
     """A method string names an unknown or impossible combination."""
 
 
-def parse_method(method: str) -> tuple[str, ...]:
-    """The adaptation parts of ``method`` in canonical order (``()`` for ``zero_shot``).
-
-    ``"bitfit+lora"`` -> ``("lora", "bitfit")``.
+def adapter_parts(method: str) -> tuple[str, ...]:
+    """The adapter parts of ``method`` in registry order (``()`` for ``zero_shot``), as
+    :func:`lowres_clip.registry.parse_method` reads them.
 
     Raises:
-        UnknownMethodError: unknown part, a repeated part, ``zero_shot`` combined with others, or
-            ``linear_probe`` (a probe on cached features: :mod:`lowres_clip.methods.linear_probe`).
+        UnknownMethodError: what the registry refuses, or ``linear_probe`` (a probe on cached
+            features: :mod:`lowres_clip.methods.linear_probe`).
     """
-    parts = [p.strip() for p in str(method).split("+") if p.strip()]
-    if parts == [ZERO_SHOT]:
+    try:
+        parts = registry.parse_method(str(method))
+    except ConfigError as exc:
+        raise UnknownMethodError(str(exc)) from exc
+    if parts == (ZERO_SHOT,):
         return ()
-    if "linear_probe" in parts:
+    if not all(registry.METHODS[p].combines for p in parts):
         raise UnknownMethodError(
-            "linear_probe is not an AdaptedCLIP method; fit it on cached features with "
+            f"{method} is not an AdaptedCLIP method; fit the linear probe on cached features with "
             "lowres_clip.methods.linear_probe.fit_linear_probe."
         )
-    bad = [p for p in parts if p not in METHOD_PARTS]
-    if not parts or bad or len(set(parts)) != len(parts):
-        raise UnknownMethodError(
-            f"Unknown method {method!r}" + (f" (unknown parts {bad})" if bad else "")
-            + f"; use {ZERO_SHOT!r} or a '+'-combination of {METHOD_PARTS} without repeats, e.g. 'lora+bitfit'."
-        )
-    return tuple(canonical_method("+".join(parts)).split("+"))
+    return parts
 
 
 def weights_fingerprint(model: nn.Module) -> torch.Tensor:
@@ -136,7 +132,7 @@ class AdaptedCLIP(nn.Module):
         weights: str = "",
     ):
         super().__init__()
-        self.parts = parse_method(method)
+        self.parts = adapter_parts(method)
         self.method = method_name(self.parts)
         if not classnames:
             raise AdaptationError("AdaptedCLIP needs at least one class name.")
@@ -384,7 +380,7 @@ def build_adapted(
         UnknownMethodError: unknown method string.
         AdaptationError: invalid configuration or missing support set.
     """
-    parts = parse_method(method)
+    parts = adapter_parts(method)
     if copy_model is None:
         copy_model = "lora" in parts or "bitfit" in parts
     model = copy.deepcopy(bundle.model) if copy_model else bundle.model

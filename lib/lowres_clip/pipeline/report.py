@@ -1,0 +1,79 @@
+"""The report step (notebook ``08_report_tables``): tables over seeds and accuracy-vs-shots figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..registry import study_order
+from ..runs import aggregate, format_table, load_records, records_frame, write_tables
+from ..spec import RunSpec
+
+TABLE_NAME = "results"
+GROUPS = ("head", "medium", "tail")
+
+
+@dataclass
+class ReportTables:
+    """Outputs of :func:`report_tables`.
+
+    Attributes:
+        table: the aggregate (one row per settings group and K: ``n_seeds``, means, stds).
+        display: the same with ``mean ± std`` strings (percent).
+        runs: one row per finished run (metrics, seconds, settings hash).
+        figures: ``{name: Figure}`` (matplotlib; the plotly versions are written as HTML).
+        paths: files written under ``figures/{dataset}/tables/``.
+    """
+
+    table: Any
+    display: Any
+    runs: Any
+    figures: dict[str, Any]
+    paths: list[Path]
+
+
+def _sorted(table):
+    rank = {m: i for i, m in enumerate(study_order(table["method"]))}
+    return table.sort_values(["dataset", "model_weights", "method", "setting", "shots"],
+                             key=lambda col: col.map(rank) if col.name == "method" else col).reset_index(drop=True)
+
+
+def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), records=None) -> ReportTables:
+    """Aggregate every finished run of the dataset over seeds and write tables and figures.
+
+    Runs are grouped by the settings hash in their records (never by keys), so runs that differ in
+    anything but the seed are separate rows, named by what sets them apart. Writes, under
+    ``figures/{dataset}/tables/``: ``results.{csv,md,tex}`` (mean ± std over seeds), ``runs.csv``
+    (one row per run), ``methods_by_shots.png`` (bars per method grouped by K) and, for each metric
+    (and head / medium / tail groups when present), ``{metric}_vs_shots.png`` and ``.html``: one
+    line per method with a band of ±1 std over seeds, zero-shot and the linear probe dashed.
+
+    Args:
+        records: the records to report (default: every record of the dataset under the runs root).
+    """
+    from .. import plots
+
+    records = load_records(spec.runs_root, spec.dataset) if records is None else records
+    if not records:
+        raise FileNotFoundError(f"no finished runs of {spec.dataset!r} under {spec.runs_root}; "
+                                "run some methods first (python -m lowres_clip.study ...).")
+    group_metrics = [f"{m}_{g}" for m in metrics for g in GROUPS if any(f"{m}_{g}" in r.metrics for r in records)]
+    all_metrics = [*metrics, *group_metrics]
+    table = _sorted(aggregate(records, all_metrics))
+    out = spec.tables_dir
+    paths = write_tables(table, out, TABLE_NAME, metrics)
+    runs = records_frame(records, all_metrics)
+    paths += plots.save_table(runs, out, "runs", formats=("csv",))
+    order = study_order(runs["method"])
+    row_order = [r for m in order for r in dict.fromkeys(runs.loc[runs["method"] == m, "row"])]
+    figures = {"methods_by_shots": plots.compare_methods(
+        runs, value=metrics[0], method="row", hue="shots", order=row_order,
+        title=f"{spec.dataset}: {metrics[0]} per method (mean ± std over seeds)")}
+    for m in all_metrics:
+        title = f"{spec.dataset}: {m} vs shots (mean ± 1 std over seeds)"
+        figures[f"{m}_vs_shots"] = plots.accuracy_vs_shots(table, m, title=title)
+        paths += plots.save_figure(plots.accuracy_vs_shots_plotly(table, m, title=title), out, f"{m}_vs_shots")
+    for name, fig in figures.items():
+        paths += plots.save_figure(fig, out, name)
+    return ReportTables(table, format_table(table, metrics), runs, figures, paths)

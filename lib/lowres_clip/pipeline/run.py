@@ -1,0 +1,210 @@
+"""The run step (notebooks ``01`` to ``04`` and ``06``): one method end to end, then its record."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..datasets import ImageDataset, SplitDataset
+from ..features import image_features
+from ..runs import Predictions, RunRecord, load_records
+from ..sampling import FewShotSplit
+from ..spec import RunSpec
+from .augment import augmentation_datasets
+from .common import feature_cache, load_model, test_samples, timed
+from .data import prepare_data
+
+
+def _run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+    from ..methods.linear_probe import fit_linear_probe
+
+    cache = feature_cache(spec)
+    with timed(timings, "features"):
+        xtr, ytr = image_features(bundle, ds, "train", split.train, cache)
+        xva, yva = image_features(bundle, ds, "val", split.val, cache)
+        xte, yte = image_features(bundle, ds, "test", test_samples(spec, ds), cache)
+    with timed(timings, "train"):
+        probe = fit_linear_probe(xtr, ytr, xva, yva, num_classes=ds.num_classes, seed=spec.config.seed,
+                                 show_progress=spec.config.train.progress)
+    with timed(timings, "eval"):
+        logits = probe.predict_logits(xte)
+    extra = {"probe": {"C": probe.C, "val_accuracy": probe.val_accuracy, "search": probe.search}}
+    protocol = {"selection": "best_val (C of the logistic regression on validation)", "selected_step": None}
+    return logits, yte, xte, probe.val_accuracy, extra, protocol
+
+
+def templates_of(spec: RunSpec) -> list[str]:
+    """The prompt templates the run uses."""
+    from ..prompts import get_templates
+
+    return get_templates(spec.config.dataset, spec.config.ensemble)
+
+
+def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+    from ..methods.adapted import build_adapted
+    from ..train import evaluate, evaluate_features, save_trained, train, train_transform
+
+    cfg = spec.config
+    cache = feature_cache(spec)
+    templates = templates_of(spec)
+    support = None
+    with timed(timings, "build"):
+        if "meta_adapter" in spec.label.parts:
+            # the support is re-encoded by the adapted image tower when it trains, else cached features
+            support = (ImageDataset(ds.image_root, split.train, bundle.preprocess_eval) if cfg.trains_vision
+                       else image_features(bundle, ds, "train", split.train, cache))
+        adapted = build_adapted(bundle, ds.classnames, templates, cfg.method, cfg.lora, cfg.bitfit, cfg.meta_adapter,
+                                support=support, seed=cfg.seed)
+    extra: dict[str, Any] = {"templates": templates, "parameter_counts": adapted.parameter_counts()}
+    protocol: dict[str, Any] = {"selection": None, "selected_step": None}
+    val_metric = float("nan")
+    if cfg.trains:
+        transform = train_transform(bundle)
+        preserving = breaking = None
+        if cfg.augmentation.kind != "none":
+            with timed(timings, "augment"):
+                preserving, breaking, extra["augmentation"] = augmentation_datasets(spec, transform)
+        with timed(timings, "train"):
+            result = train(adapted, ImageDataset(ds.image_root, split.train, transform),
+                           ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), cfg.train,
+                           preserving=preserving, breaking=breaking)
+        val_metric = result.best_val
+        extra["train"] = result.to_dict()
+        protocol = {"selection": extra["train"].get("selection", "best_val"), "selected_step": result.best_step,
+                    "selection_reason": extra["train"].get("selection_reason")}
+        with timed(timings, "checkpoint"):
+            save_trained(adapted, spec.checkpoint_path, meta={"run_id": spec.id, "config_hash": spec.config_hash,
+                                                             "seed": cfg.seed, "train_config": cfg.to_dict()["train"]})
+    with timed(timings, "eval"):
+        if adapted.encoders_frozen:
+            xte, yte = image_features(bundle, ds, "test", test_samples(spec, ds), cache)
+            res = evaluate_features(adapted, xte, yte)
+            if not cfg.trains:
+                xva, yva = image_features(bundle, ds, "val", split.val, cache)
+                val_metric = float((evaluate_features(adapted, xva, yva)["logits"].argmax(1) == yva).float().mean())
+        else:
+            test = ImageDataset(ds.image_root, test_samples(spec, ds), bundle.preprocess_eval)
+            res = evaluate(adapted, test, cfg.train.eval_batch_size, cfg.train.precision, cfg.train.num_workers,
+                           progress=cfg.train.progress, desc=f"test {spec.label}")
+    return res["logits"], res["labels"], res["features"], val_metric, extra, protocol
+
+
+def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
+    """Run one method end to end: data, model, (training with the selection rule on validation),
+    test predictions, per-run figures, then the record (written last, atomically).
+
+    The run writes only into its own folder (:attr:`RunSpec.run_dir`, named by its settings), so a
+    run with other settings is never overwritten. If the run fails, a folder it created is removed.
+
+    Returns:
+        the :class:`~lowres_clip.runs.RunRecord` (metrics ``top1``, ``balanced``, ``val_top1``...,
+        wall seconds per step in ``timings``) and the test :class:`~lowres_clip.runs.Predictions`.
+    """
+    from ..analysis import metrics as metrics_mod
+    from ..models import describe as describe_model
+    from ..utils import seed_everything
+
+    cfg = spec.config
+    created = not spec.run_dir.exists()
+    spec.record_path.unlink(missing_ok=True)  # an interrupted rerun must not leave the old record looking finished
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with timed(timings, "data"):
+            ds, split = prepare_data(spec)
+        seed_everything(cfg.seed)
+        with timed(timings, "model"):
+            bundle = load_model(spec)
+        runner = _run_linear_probe if cfg.method == "linear_probe" else _run_adapted
+        logits, labels, feats, val_metric, extra, protocol = runner(spec, bundle, ds, split, timings)
+        test = test_samples(spec, ds)
+        preds = Predictions(
+            logits=_np(logits), labels=_np(labels), paths=[s.path for s in test], classnames=list(ds.classnames),
+            image_root=str(ds.image_root), run_key=spec.id, features=_np(feats), groups=split.groups,
+        )
+        metrics = metrics_mod.summary(preds)
+        metrics["val_top1"] = float(val_metric)
+        with timed(timings, "figures"):
+            metrics_mod.write_report(preds, root=spec.figures_root)
+        with timed(timings, "save"):
+            preds.save(spec.predictions_path)
+        timings["total"] = round(time.perf_counter() - t0, 3)
+    except BaseException:
+        if created:
+            shutil.rmtree(spec.run_dir, ignore_errors=True)
+        raise
+    extra.update({"model": describe_model(bundle), "split": split.name, "train_shots": len(split.train),
+                  "val_shots": len(split.val), "shots_report": split.report})
+    protocol.update({"template": extra.get("templates"), "augmentation": _augmentation_protocol(spec),
+                     "test_images": len(test), "validation_images": len(split.val)})
+    record = RunRecord.for_run(spec, metrics, protocol=protocol, timings=timings, extra=extra)
+    record.save(spec.record_path)
+    return record, preds
+
+
+def _augmentation_protocol(spec: RunSpec) -> str:
+    """How generated images were used: ``none`` or ``{kind}/{use}`` (+ the variant when set)."""
+    aug = spec.config.augmentation
+    if aug.kind == "none":
+        return "none"
+    variant = getattr(aug, "variant", None)
+    return f"{aug.kind}/{aug.use}" + (f"/{variant}" if variant else "")
+
+
+def _np(x: Any) -> np.ndarray:
+    import torch
+
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def load_run(spec: RunSpec) -> tuple[RunRecord, Predictions]:
+    """Record and predictions of a run finished with these settings (else :class:`FileNotFoundError`)."""
+    if not spec.is_finished():
+        raise FileNotFoundError(f"run {spec.id} is not finished with these settings (no matching "
+                                f"{spec.record_path}); run it first.")
+    return RunRecord.load(spec.record_path), Predictions.load(spec.predictions_path)
+
+
+def ensure_run(spec: RunSpec) -> tuple[RunRecord, Predictions]:
+    """The finished run of ``spec``, running it first when needed."""
+    return load_run(spec) if spec.is_finished() else run_method(spec)
+
+
+def run_summary(record: RunRecord):
+    """One-row DataFrame of a run's headline metrics, selection and wall time (for notebooks)."""
+    import pandas as pd
+
+    row = {"run": record.identity["key"], "variant": record.identity["variant"],
+           **{k: record.metrics[k] for k in ("top1", "balanced", "val_top1") if k in record.metrics},
+           "selection": record.protocol.get("selection"), "selected_step": record.protocol.get("selected_step"),
+           "seconds": record.timings.get("total", float("nan"))}
+    return pd.DataFrame([row])
+
+
+def cell_results(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced", "val_top1")):
+    """Finished runs of the same dataset, model, K and seed as ``spec`` (one row per run)."""
+    import pandas as pd
+
+    rows = []
+    for r in load_records(spec.runs_root, spec.dataset):
+        i = r.identity
+        if i["model_weights"] == spec.model_weights and i["shots"] == spec.config.shots and i["seed"] == spec.config.seed:
+            rows.append({"method": i["method"], "variant": i["variant"], **{m: r.metrics.get(m, float("nan")) for m in metrics},
+                         "seconds": r.timings.get("total", float("nan"))})
+    return pd.DataFrame(rows, columns=["method", "variant", *metrics, "seconds"])
+
+
+def run_figures(preds: Predictions) -> dict[str, Any]:
+    """The per-run figures for inline display: normalised confusion matrix and per-class accuracy."""
+    from .. import plots
+    from ..analysis import metrics as metrics_mod
+
+    return {
+        "confusion": metrics_mod.confusion(preds).figure(normalized=True, title=f"confusion: {preds.run_key}"),
+        "per_class_accuracy": plots.per_class_accuracy_bars(metrics_mod.per_class_table(preds),
+                                                            title=f"per-class accuracy: {preds.run_key}"),
+    }
