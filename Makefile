@@ -10,7 +10,7 @@ DATA_ROOT ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study test test-fast browser-deps build-embedded notebooks-clean clean-runs
+.PHONY: setup study test test-fast browser-deps build-embedded notebooks notebooks-clean clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,13 @@ test: setup browser-deps
 test-fast: setup
 	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
 
-notebooks-clean:
+# Sync each notebooks/NN_name.py with its paired .ipynb (the newer of the two gives the cells; the
+# .ipynb keeps its outputs and cell ids), then strip the outputs. Run after editing either file.
+notebooks: setup
+	$(PY) -m jupytext --sync notebooks/[0-9]*.py
 	$(PY) -m lowres_clip.cli strip-notebooks notebooks/*.ipynb
+
+notebooks-clean: notebooks
 
 clean-runs:
 	rm -rf runs

@@ -1,14 +1,17 @@
-"""The numbered notebooks: committed clean, one ``parameters`` cell, and each runs under papermill
-with smoke parameters (tiny random model, generated data), writing its figures and result files."""
+"""The numbered notebooks: each is a jupytext percent-format source ``notebooks/NN_name.py`` paired
+with the committed ``notebooks/NN_name.ipynb`` (same cells, no outputs, one ``parameters`` cell), and
+each runs under papermill with smoke parameters (tiny random model, generated data), writing its
+figures and result files."""
 
 from __future__ import annotations
 
-import importlib.util
+import io
 import json
 import re
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 import papermill
 import pytest
@@ -21,43 +24,104 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = [Path(n).stem for n in study.NOTEBOOKS]
 COMMON = ["profile", "dataset", "data_root", "model", "weights", "shots", "seed", "smoke", "device",
           "runs_root", "figures_root", "cache_root", "overrides"]
-
-
-def load_builder():
-    spec = importlib.util.spec_from_file_location("notebook_builder", NOTEBOOKS / "_build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+PAIRING = "ipynb,py:percent"
+SYNC = "run `make notebooks` (jupytext --sync notebooks/[0-9]*.py, then strip outputs)"
 
 
 def parameter_cells(nb) -> list:
     return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
 
 
+def cell_summary(nb) -> list[tuple[str, str, list[str]]]:
+    """What the pair must agree on: each cell's type, source and tags."""
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+
 # ----------------------------------------------------------------------------- committed form
+def test_every_notebook_has_its_source_pair():
+    """The study's notebooks, the .py sources and the .ipynb files are the same nine names."""
+    sources = sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.py"))
+    notebooks = sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb"))
+    assert sources == sorted(NAMES), f"notebooks/*.py differ from study.NOTEBOOKS; {SYNC}"
+    assert notebooks == sorted(NAMES), f"notebooks/*.ipynb differ from study.NOTEBOOKS; {SYNC}"
+    assert not (NOTEBOOKS / "_build.py").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_source_and_notebook_in_sync(name):
+    """The .ipynb has exactly the cells of its percent-format source, and both declare the pairing."""
+    source = jupytext.read(NOTEBOOKS / f"{name}.py")
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert source.metadata["jupytext"]["formats"] == PAIRING, f"{name}.py is not paired; {SYNC}"
+    assert source.metadata["jupytext"]["text_representation"]["format_name"] == "percent"
+    assert nb.metadata.get("jupytext", {}).get("formats") == PAIRING, f"{name}.ipynb is not paired; {SYNC}"
+    assert cell_summary(nb) == cell_summary(source), f"{name}.ipynb differs from {name}.py; {SYNC}"
+    assert nb.metadata["kernelspec"] == source.metadata["kernelspec"], f"kernelspec differs; {SYNC}"
+
+
+def test_jupyterlab_save_updates_the_source(tmp_path):
+    """JupyterLab (through jupytext's contents manager, enabled as a server extension) writes a cell
+    edited in the .ipynb to the paired .py, keeping the cell ids of the .ipynb."""
+    import asyncio
+    import shutil
+
+    pytest.importorskip("jupyterlab_jupytext")
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    name = NAMES[-1]
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(NOTEBOOKS / f"{name}{suffix}", tmp_path)
+    manager = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def edit_and_save():
+        model = await manager.get(f"{name}.ipynb")
+        model["content"].cells[-2].source += "  # edited in JupyterLab"
+        await manager.save(model, f"{name}.ipynb")
+
+    asyncio.run(edit_and_save())
+    assert "# edited in JupyterLab" in (tmp_path / f"{name}.py").read_text()
+    before = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    after = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    assert [c.id for c in after.cells] == [c.id for c in before.cells]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_source_compiles_and_lints(name):
+    """Notebook sources are plain Python: a syntax error (or, with pyflakes, an unused import or an
+    undefined name) fails the suite."""
+    path = NOTEBOOKS / f"{name}.py"
+    text = path.read_text()
+    compile(text, str(path), "exec")
+    for cell in jupytext.read(path).cells:  # each cell on its own, as the kernel runs it
+        if cell.cell_type == "code":
+            compile(cell.source, f"{path}:cell", "exec")
+    try:
+        from pyflakes.api import check
+        from pyflakes.reporter import Reporter
+    except ImportError:
+        return
+    out = io.StringIO()
+    assert check(text, str(path), Reporter(out, out)) == 0, out.getvalue()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_without_outputs_and_one_parameters_cell(name):
     path = NOTEBOOKS / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{name} has outputs"
+    assert all(c.outputs == [] and c.execution_count is None for c in code), \
+        f"{name}.ipynb has outputs; {SYNC}"
     params = parameter_cells(nb)
     assert len(params) == 1 and params[0] is code[0], "exactly one parameters cell, the first code cell"
     assert "resolve_config(profile, overrides" in code[1].source, "derived values come right after"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "a title first"
     assert nb.cells[-1].cell_type == "markdown" and "What to look at" in nb.cells[-1].source
     assert nb.metadata["kernelspec"]["name"] == study.KERNEL_NAME
     declared = papermill.inspect_notebook(str(path))
     assert set(COMMON) <= set(declared)
     assert declared["profile"]["default"] == '"cpu"'
-
-
-def test_notebooks_match_their_generator():
-    builder = load_builder()
-    assert sorted(builder.NOTEBOOKS) == sorted(NAMES)
-    for name in NAMES:
-        assert (NOTEBOOKS / f"{name}.ipynb").read_text() == builder.render(name), \
-            f"{name}.ipynb differs from notebooks/_build.py; run `python notebooks/_build.py`"
 
 
 def test_no_logic_only_in_notebooks():

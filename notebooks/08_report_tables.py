@@ -1,0 +1,58 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Report tables
+#
+# Aggregates every finished run of the dataset over seeds (mean ± std) into CSV, Markdown and LaTeX tables, with a bar chart of accuracy per method grouped by K.
+
+# %% tags=["parameters"]
+# Parameters (papermill injects its values after this cell). None: the profile's value.
+profile = "cpu"      # profile: paper | cpu | smoke, or a path to a YAML profile
+dataset = None       # eurosat | circuits | imagefolder:<path>
+data_root = None     # folder holding the dataset (None: $LOWRES_CLIP_DATA, else ../shared/data)
+model = None         # open_clip model: ViT-B-16 | EffLite0-MiniLM | tiny-vit ...
+weights = None       # pretrained tag (openai), checkpoint path, embedded or random
+shots = None         # K training images per class
+seed = None          # seed of the shot sampling and training
+smoke = None         # True: tiny end-to-end run (tests)
+device = None        # auto | cpu | cuda
+runs_root = None     # records, predictions, checkpoints (None: <repo>/runs)
+figures_root = None  # figures and tables (None: <repo>/figures)
+cache_root = None    # feature / augmentation cache (None: $LOWRES_CLIP_CACHE or <repo>/.cache)
+overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.iterations": 50}
+
+# %%
+from lowres_clip import pipeline
+from lowres_clip.config import resolve_config
+
+# Derived values: profile defaults, then the parameters above (unknown keys are errors).
+cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+pipeline.print_caveats(cfg)
+pipeline.describe(cfg).to_frame("value")
+
+# %%
+tables = pipeline.report_tables(cfg)
+for path in tables.paths:
+    print(path)
+tables.display
+
+# %%
+tables.figures["methods_by_shots"]
+
+# %% [markdown]
+# **What to look at.** The gain of each method over zero-shot and the linear probe at each K, and the spread over seeds (few shots: large std). `n_seeds` shows missing runs. Files: `figures/{dataset}/tables/results.{csv,md,tex}` and `runs.csv` (one row per run).
