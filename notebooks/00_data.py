@@ -36,18 +36,19 @@ overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.i
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-ds, split = pipeline.prepare_data(cfg)
-overview = pipeline.data_overview(cfg, ds, split)
+ds, split = pipeline.prepare_data(run)
+overview = pipeline.data_overview(run, ds, split)
 print(f"{ds.name}: {ds.num_classes} classes; split {split.name}: {len(split.train)} train / {len(split.val)} val shots; {len(ds.split('test'))} test images")
 print("saved split:", overview.split_file)
 for note in split.report:

@@ -37,18 +37,19 @@ overrides = {}        # any other RunConfig value, dotted keys allowed: {"train.
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
-                     method=method)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
+                  method=method)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-record, preds = pipeline.run_method(cfg)
+record, preds = pipeline.run_method(run)
 pipeline.run_summary(record)
 
 # %%
@@ -59,4 +60,4 @@ figures["confusion"]
 figures["per_class_accuracy"]
 
 # %% [markdown]
-# **What to look at.** Top-1 vs balanced accuracy (large gaps mean a few classes dominate), the confusion matrix (which classes the prompts confuse) and the per-class accuracy. With the embedded CPU model zero-shot is near chance by construction (see the caveat above); the linear probe shows how good its image features are. Files: `runs/{run_key}/` and `figures/{run_key}/`.
+# **What to look at.** Top-1 vs balanced accuracy (large gaps mean a few classes dominate), the confusion matrix (which classes the prompts confuse) and the per-class accuracy. With the embedded CPU model zero-shot is near chance by construction (see the caveat above); the linear probe shows how good its image features are. Files: `runs/{key}/{variant}/` (the variant is the settings hash shown above) and `figures/{key}/{variant}/`.

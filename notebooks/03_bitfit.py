@@ -39,18 +39,19 @@ overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.i
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
-                     method=method, bitfit=bitfit, train=train)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
+                  method=method, bitfit=bitfit, train=train)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-record, preds = pipeline.run_method(cfg)
+record, preds = pipeline.run_method(run)
 pipeline.run_summary(record)
 
 # %%

@@ -39,22 +39,23 @@ overrides = {}               # any other RunConfig value, dotted keys allowed: {
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
-                     method=method, augmentation={"generator": generator}, train=train)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
+                  method=method, augmentation={"generator": generator}, train=train)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-aug = pipeline.generate_augmentations(cfg)
+aug = pipeline.generate_augmentations(run)
 aug.figure
 
 # %%
-record, preds = pipeline.run_method(cfg)
+record, preds = pipeline.run_method(run)
 pipeline.run_summary(record)
 
 # %%
@@ -65,7 +66,7 @@ figures["confusion"]
 figures["per_class_accuracy"]
 
 # %%
-pipeline.cell_results(cfg)
+pipeline.cell_results(run)
 
 # %% [markdown]
 # **What to look at.** The table compares this run with every finished run of the same K and seed: does augmentation help the adapted method, and on which classes (per-class accuracy)? Label-breaking pairs only act on a trainable image tower.

@@ -44,17 +44,18 @@ import pandas as pd
 from IPython.display import Image, display
 
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-report = pipeline.failure_analysis(cfg, baseline, adapted, k=k, attention=attention, embedding=embedding)
+report = pipeline.failure_analysis(run, baseline, adapted, k=k, attention=attention, embedding=embedding)
 display(pd.Series({key: report.summary[key] for key in ('baseline', 'adapted', 'fixed', 'broken', 'still_wrong')}).to_frame('value'))
 report.improvements.head(10)
 
@@ -70,4 +71,4 @@ browser = pipeline.failure_browser(report, k=k)
 browser
 
 # %% [markdown]
-# **What to look at.** The top improvements (where A was unsure and B is sure), the classes with most remaining errors in the browser, and whether the attention of B moved to the evidence. Static copies: `figures/{run_key_B}/browser/*.png`, the ranking `improvements_vs_{A}.csv`, the summary `failure_vs_{A}.json`.
+# **What to look at.** The top improvements (where A was unsure and B is sure), the classes with most remaining errors in the browser, and whether the attention of B moved to the evidence. Static copies: `figures/{key B}/{variant B}/browser/*.png`, the ranking `improvements_vs_{A}.csv`, the summary `failure_vs_{A}.json`.

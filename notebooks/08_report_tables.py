@@ -36,23 +36,30 @@ overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.i
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.config import resolve_config
+from lowres_clip.spec import resolve_run
 
-# Derived values: profile defaults, then the parameters above (unknown keys are errors).
-cfg = resolve_config(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                     weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                     runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
-pipeline.print_caveats(cfg)
-pipeline.describe(cfg).to_frame("value")
+# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
+# settings hash and folders come from its RunSpec.
+run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+pipeline.print_caveats(run)
+pipeline.describe(run).to_frame("value")
 
 # %%
-tables = pipeline.report_tables(cfg)
+tables = pipeline.report_tables(run)
 for path in tables.paths:
     print(path)
 tables.display
 
 # %%
+tables.figures["top1_vs_shots"]
+
+# %%
+tables.figures["balanced_vs_shots"]
+
+# %%
 tables.figures["methods_by_shots"]
 
 # %% [markdown]
-# **What to look at.** The gain of each method over zero-shot and the linear probe at each K, and the spread over seeds (few shots: large std). `n_seeds` shows missing runs. Files: `figures/{dataset}/tables/results.{csv,md,tex}` and `runs.csv` (one row per run).
+# **What to look at.** The accuracy-vs-shots curves: the gain of each method over zero-shot and the linear probe (dashed) at each K, and the band of ±1 std over seeds (few shots: wide bands). Rows are grouped by the settings hash of their records, so runs that differ in anything but the seed are separate rows, named by what sets them apart (e.g. `lora (lora.rank=4)`); `n_seeds` shows missing runs and `selection` / `template` say how each number was obtained. Files: `figures/{dataset}/tables/results.{csv,md,tex}`, `runs.csv` (one row per run) and `{metric}_vs_shots.{png,html}` (hover shows mean, std, n_seeds).

@@ -56,7 +56,8 @@ def test_is_finished_means_finished_with_these_settings(tmp_path):
 def test_distinguishing_names_what_differs():
     a = {"method": "lora", "lora": {"rank": 2, "alpha": 1}, "seed": 1, "shots": 4}
     b = {"method": "lora", "lora": {"rank": 4, "alpha": 1}, "seed": 2, "shots": 8}
-    assert distinguishing([a, b]) == ["lora.rank=2", "lora.rank=4"]
+    assert distinguishing([a, b]) == ["", "lora.rank=4"]
+    assert distinguishing([a, b, dict(a, seed=5)]) == ["", "lora.rank=4", ""]
     assert distinguishing([a, dict(a, seed=3)]) == ["", ""]
 
 

@@ -134,13 +134,22 @@ def _without(settings: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, A
 def distinguishing(settings: list[Mapping[str, Any]], ignore: tuple[str, ...] = ("shots", *SEED_SETTINGS)) -> list[str]:
     """For several runs' settings, one text per run naming what sets it apart (``lora.rank=4``).
 
-    Only the flattened settings that differ between the runs count (``ignore`` excepted); runs
-    with identical settings get ``""``.
+    For each flattened setting that differs between the runs (``ignore`` excepted), the value most
+    runs share is the reference; a run's text lists the settings where it departs from it, so the
+    common (default) run gets ``""``.
     """
     flat = [_without(s, ignore) for s in settings]
     keys = sorted({k for f in flat for k in f})
-    differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
-    return [", ".join(f"{k}={f.get(k, '-')}" for k in differing) for f in flat]
+    texts: list[list[str]] = [[] for _ in flat]
+    for k in keys:
+        values = [json.dumps(f.get(k), sort_keys=True, default=str) for f in flat]
+        if len(set(values)) < 2:
+            continue
+        reference = max(dict.fromkeys(values), key=values.count)  # most common; ties: first seen
+        for text, f, v in zip(texts, flat, values):
+            if v != reference:
+                text.append(f"{k}={f.get(k, '-')}")
+    return [", ".join(t) for t in texts]
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,7 @@ def _check_notebooks(jobs: Sequence[Job], nb_dir: Path) -> None:
         path = nb_dir / job.notebook
         if job.notebook not in declared:
             if not path.is_file():
-                raise StudyError(f"notebook '{path}' is missing; notebooks/_build.py writes the numbered notebooks.")
+                raise StudyError(f"notebook '{path}' is missing; make notebooks writes it from notebooks/NN_name.py.")
             declared[job.notebook] = notebook_parameters(path)
         unknown = [p for p in job.parameters if p not in declared[job.notebook]]
         if unknown:
