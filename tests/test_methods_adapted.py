@@ -15,8 +15,8 @@ from lowres_clip.methods import (
     UnknownMethodError,
     build_adapted,
     adapter_parts,
+    cosine_logits,
     zero_shot_classifier,
-    zero_shot_logits,
 )
 from lowres_clip.utils import AdaptationError
 
@@ -63,7 +63,7 @@ def test_zero_shot_matches_text_classifier_and_feature_path(bundle, images):
     assert torch.allclose(weights, ref) and torch.allclose(zs.class_embeddings(), ref)
     assert torch.allclose(logits, 100 * feats @ ref.T, atol=1e-4)
     assert torch.allclose(zs.logits_from_features(feats), logits, atol=1e-5)
-    assert torch.allclose(zero_shot_logits(feats, weights), logits, atol=1e-5)
+    assert torch.allclose(cosine_logits(feats, weights, 100.0), logits, atol=1e-5)
 
 
 def test_meta_adapter_works_from_cached_features(bundle, images):

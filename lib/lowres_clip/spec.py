@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
@@ -158,9 +158,12 @@ class RunSpec:
 
     Attributes:
         config: the resolved, validated run configuration.
+        origin: the command that resolved it (profile, result-affecting parameters, overrides), so
+            that a stored record can be re-resolved by the current code (:func:`resolve_origin`).
     """
 
     config: RunConfig
+    origin: dict[str, Any] | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ identity
     @cached_property
@@ -220,8 +223,8 @@ class RunSpec:
         return f"{self.key}/{self.variant}"
 
     def identity(self) -> dict[str, Any]:
-        """What records store so that tables never parse keys."""
-        return {"run_id": self.id, "key": self.key, "variant": self.variant, "dataset": self.dataset,
+        """What records store so that tables never parse keys (and the command that resolved it)."""
+        return {"origin": self.origin, "run_id": self.id, "key": self.key, "variant": self.variant, "dataset": self.dataset,
                 "model_weights": self.model_weights, "method": str(self.label), "shots": self.config.shots,
                 "seed": self.config.seed, "long_tail_ratio": self.config.long_tail_ratio,
                 "config_hash": self.config_hash, "group_hash": self.group_hash, "curve_hash": self.curve_hash}
@@ -229,11 +232,13 @@ class RunSpec:
     # ------------------------------------------------------------------ related runs
     def with_label(self, label: str | MethodLabel) -> "RunSpec":
         """The same settings running another method label (``zero_shot``, ``lora+aug-classic``)."""
-        return RunSpec(self.config.with_label(str(label)))
+        origin = None if self.origin is None else {**self.origin, "params": {**self.origin["params"], "method": str(label)}}
+        return RunSpec(self.config.with_label(str(label)), origin)
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A spec with some (possibly dotted) settings changed."""
-        return RunSpec(self.config.replace(**changes))
+        origin = None if self.origin is None else {**self.origin, "overrides": {**self.origin["overrides"], **changes}}
+        return RunSpec(self.config.replace(**changes), origin)
 
     # ------------------------------------------------------------------ roots and paths
     @property
@@ -319,6 +324,17 @@ class RunSpec:
         return self.stored_hash() == self.config_hash
 
 
+RUNTIME_PARAMS = ("data_root", "runs_root", "figures_root", "cache_root", "device")
+
+
 def resolve_run(profile: Any = "cpu", overrides: Mapping[str, Any] | None = None, **params: Any) -> RunSpec:
     """The :class:`RunSpec` of a notebook's parameters (see :func:`lowres_clip.config.resolve_config`)."""
-    return RunSpec(resolve_config(profile, overrides, **params))
+    cfg = resolve_config(profile, overrides, **params)
+    origin = {"profile": str(getattr(profile, "name", profile)), "overrides": dict(overrides or {}),
+              "params": {k: v for k, v in params.items() if v is not None and k not in RUNTIME_PARAMS}}
+    return RunSpec(cfg, origin)
+
+
+def resolve_origin(origin: Mapping[str, Any], **runtime: Any) -> RunSpec:
+    """Resolve a stored origin again with the current code (``runtime``: roots, device)."""
+    return resolve_run(origin["profile"], origin.get("overrides") or None, **origin.get("params", {}), **runtime)

@@ -335,6 +335,7 @@ def run_study(
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     executor: Callable[[Job], None] | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> StudyResult:
     """Run the study for ``dataset`` over the profile's grid (see the module docstring).
 
@@ -351,6 +352,7 @@ def run_study(
         notebooks_dir: folder of the numbered notebooks.
         executor: runs one job (default: papermill via :func:`execute`).
         progress: show a progress bar.
+        command: the command line, for the study log.
     """
     t0 = time.time()
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
@@ -389,7 +391,24 @@ def run_study(
     bar.close()
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
+    write_log(base, result, command)
     return result
+
+
+def write_log(base: RunSpec, result: StudyResult, command: str | None) -> Path:
+    """Write ``runs/{dataset}/study-log.json``: what the last study run did, how long it took, where."""
+    import datetime as dt
+    import json
+
+    from .atomic import atomic_write_text
+    from .runs import machine
+
+    path = base.runs_root / base.dataset / "study-log.json"
+    log = {"command": command or "run_study(...)", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "seconds": round(result.seconds, 1), "ran": len(result.ran), "skipped": len(result.skipped),
+           "failed": len(result.failed), "machine": machine()}
+    atomic_write_text(path, json.dumps(log, indent=1))
+    return path
 
 
 # ----------------------------------------------------------------------------- command line
@@ -431,7 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for job in plan_study(args.profile, args.dataset, **kwargs):
                 print(f"{job.notebook:28s} {job.name}")
             return 0
-        result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, **kwargs)
+        command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
+        result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
+                           **kwargs)
     except (ConfigError, StudyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

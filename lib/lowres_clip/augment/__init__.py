@@ -32,7 +32,7 @@ from .base import (
     make_generator,
     settings_folder_name,
 )
-from .breaking_loss import BREAKING_WEIGHT, BreakingLoss, MemoryBank
+from .breaking_loss import BreakingLoss, MemoryBank
 from .classic import ClassicConfig, ClassicGenerator
 from .diffusion import DIFFUSION_PROMPTS, DiffusionConfig, DiffusionGenerator
 from .gallery import augmentation_gallery
@@ -40,7 +40,6 @@ from .gallery import augmentation_gallery
 __all__ = [
     "KINDS",
     "AugmentError",
-    "BREAKING_WEIGHT",
     "BreakingLoss",
     "BreakingPairDataset",
     "ClassicConfig",

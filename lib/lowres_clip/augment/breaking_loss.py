@@ -1,7 +1,7 @@
 """The label-breaking loss: a contrastive term over pairs of label-breaking views with a memory bank.
 
 Zhang, Doughty, Snoek (CVPR 2024) add an unsupervised term to the task loss,
-``L = L_task + λ · L_breaking`` (λ = :data:`BREAKING_WEIGHT` = 0.1, applied by the training loop), with
+``L = L_task + λ · L_breaking`` (λ = ``TrainConfig.breaking_lambda``, 0.1 by default, applied by the training loop), with
 
     L_breaking = -(1/B) Σ_j log( exp(x'_jᵀ x_j / σ) / ( Σ_i exp(x'_jᵀ x_i / σ) + Σ_m exp(x'_jᵀ k_m / σ) ) )
 
@@ -29,8 +29,6 @@ from torch import nn
 
 from .base import AugmentError
 
-BREAKING_WEIGHT = 0.1
-"""λ, the weight of the breaking loss in ``L = L_task + λ · L_breaking`` (applied by ``train.py``)."""
 
 
 class MemoryBank:

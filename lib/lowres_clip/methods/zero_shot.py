@@ -40,7 +40,3 @@ def zero_shot_classifier(bundle, classnames: Sequence[str], templates: Sequence[
     finally:
         bundle.model.train(was_training)
 
-
-def zero_shot_logits(image_features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
-    """Zero-shot logits from (cached) image features and class embeddings, CLIP's scale 100."""
-    return cosine_logits(image_features, class_embeddings, LOGIT_SCALE)

@@ -39,7 +39,8 @@ def _sorted(table):
                              key=lambda col: col.map(rank) if col.name == "method" else col).reset_index(drop=True)
 
 
-def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), records=None) -> ReportTables:
+def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), records=None,
+                  plotly_js: str | bool = "directory") -> ReportTables:
     """Aggregate every finished run of the dataset over seeds and write tables and figures.
 
     Runs are grouped by the settings hash in their records (never by keys), so runs that differ in
@@ -51,6 +52,8 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
 
     Args:
         records: the records to report (default: every record of the dataset under the runs root).
+        plotly_js: how the HTML figures get plotly.js (``directory``: a local copy beside them;
+            ``cdn``: a link, for committed figures).
     """
     from .. import plots
 
@@ -73,7 +76,8 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
     for m in all_metrics:
         title = f"{spec.dataset}: {m} vs shots (mean ± 1 std over seeds)"
         figures[f"{m}_vs_shots"] = plots.accuracy_vs_shots(table, m, title=title)
-        paths += plots.save_figure(plots.accuracy_vs_shots_plotly(table, m, title=title), out, f"{m}_vs_shots")
+        paths += plots.save_figure(plots.accuracy_vs_shots_plotly(table, m, title=title), out, f"{m}_vs_shots",
+                                   plotly_js=plotly_js)
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
     return ReportTables(table, format_table(table, metrics), runs, figures, paths)
