@@ -234,7 +234,8 @@ def plan_study(
                 jobs.append(Job(name, NB_FAILURE, params, out_root / ds_name / "failure" / tag / f"{baseline}-vs-{adapted}" / NB_FAILURE,
                                 outputs=[specs[adapted].failure_summary_path(specs[baseline])],
                                 depends=[specs[baseline].id, specs[adapted].id]))
-    jobs.append(Job(f"{ds_name}/report", NB_REPORT, dict(common), out_root / ds_name / NB_REPORT))
+    jobs.append(Job(f"{ds_name}/report", NB_REPORT, dict(common), out_root / ds_name / NB_REPORT,
+                    outputs=base.table_paths()))
     _check_notebooks(jobs, nb_dir)
     return jobs
 
@@ -307,8 +308,10 @@ def _error_message(exc: BaseException) -> str:
 
 def _should_skip(job: Job, force: bool, ran: set[str]) -> bool:
     """Whether a job has nothing to do (see the module docstring)."""
-    if force or job.notebook == NB_REPORT:
+    if force:
         return False
+    if job.notebook == NB_REPORT:  # the report reads every record: redo it when anything ran
+        return not ran and all(p.exists() for p in job.outputs)
     if job.spec is not None:
         return job.spec.is_finished()
     if any(not spec.is_finished() for spec in job.needed_by):
@@ -447,8 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
                       methods=args.methods, shots=args.shots, seeds=args.seeds)
         if args.dry_run:
-            for job in plan_study(args.profile, args.dataset, **kwargs):
-                print(f"{job.notebook:28s} {job.name}")
+            jobs = plan_study(args.profile, args.dataset, **kwargs)
+            for job in jobs:
+                state = "finished (skip)" if job.spec is not None and job.spec.is_finished() and not args.force else ""
+                print(f"{job.notebook:28s} {job.name}  {state}".rstrip())
+            print(f"{len(jobs)} notebook executions planned; finished runs are skipped unless --force")
             return 0
         command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
         result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
