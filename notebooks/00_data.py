@@ -25,8 +25,8 @@ dataset = None       # eurosat | circuits | imagefolder:<path>
 data_root = None     # folder holding the dataset (None: $LOWRES_CLIP_DATA, else ../shared/data)
 model = None         # open_clip model: ViT-B-16 | EffLite0-MiniLM | tiny-vit ...
 weights = None       # pretrained tag (openai), checkpoint path, embedded or random
-shots = None         # K training images per class
-seed = None          # seed of the shot sampling and training
+shots = None         # K, or a list of K (one run per K and seed)
+seed = None          # seed, or a list of seeds
 smoke = None         # True: tiny end-to-end run (tests)
 device = None        # auto | cpu | cuda
 runs_root = None     # records, predictions, checkpoints (None: <repo>/runs)
@@ -36,23 +36,20 @@ overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.i
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.spec import resolve_run
+from lowres_clip.spec import resolve_runs
 
-# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
-# settings hash and folders come from its RunSpec.
-run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+# The runs: profile defaults, then the parameters above (unknown keys are errors); one RunSpec
+# per (K, seed) (its key, settings hash and folders). The first one is described here.
+runs = resolve_runs(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                    weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                    runs_root=runs_root, figures_root=figures_root, cache_root=cache_root)
+run = runs[0]
 pipeline.print_caveats(run)
 pipeline.describe(run).to_frame("value")
 
 # %%
-ds, split = pipeline.prepare_data(run)
-overview = pipeline.data_overview(run, ds, split)
-print(f"{ds.name}: {ds.num_classes} classes; split {split.name}: {len(split.train)} train / {len(split.val)} val shots; {len(ds.split('test'))} test images")
-print("saved split:", overview.split_file)
-for note in split.report:
-    print("note:", note)
+overviews = pipeline.data_overviews(runs)
+overview = overviews[0]
 overview.counts
 
 # %%

@@ -25,8 +25,8 @@ dataset = None        # eurosat | circuits | imagefolder:<path>
 data_root = None      # folder holding the dataset (None: $LOWRES_CLIP_DATA, else ../shared/data)
 model = None          # open_clip model: ViT-B-16 | EffLite0-MiniLM | tiny-vit ...
 weights = None        # pretrained tag (openai), checkpoint path, embedded or random
-shots = None          # K training images per class
-seed = None           # seed of the shot sampling and training
+shots = None          # K, or a list of K (one run per K and seed)
+seed = None           # seed, or a list of seeds
 smoke = None          # True: tiny end-to-end run (tests)
 device = None         # auto | cpu | cuda
 runs_root = None      # records, predictions, checkpoints (None: <repo>/runs)
@@ -37,27 +37,27 @@ overrides = {}        # any other RunConfig value, dotted keys allowed: {"train.
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.spec import resolve_run
+from lowres_clip.spec import resolve_runs
 
-# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
-# settings hash and folders come from its RunSpec.
-run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
-                  method=method)
+# The runs: profile defaults, then the parameters above (unknown keys are errors); one RunSpec
+# per (K, seed) (its key, settings hash and folders). The first one is described here.
+runs = resolve_runs(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                    weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                    runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
+                    method=method)
+run = runs[0]
 pipeline.print_caveats(run)
 pipeline.describe(run).to_frame("value")
 
 # %%
-record, preds = pipeline.run_method(run)
-pipeline.run_summary(record)
+results = pipeline.run_all(runs)  # runs finished with the same settings are loaded, not rerun
+results.table
 
 # %%
-figures = pipeline.run_figures(preds)
-figures["confusion"]
+results.figure()  # accuracy vs shots over the grid (one K: per-class accuracy)
 
 # %%
-figures["per_class_accuracy"]
+pipeline.run_figures(results.predictions())["confusion"]
 
 # %% [markdown]
 # **What to look at.** Top-1 vs balanced accuracy (large gaps mean a few classes dominate), the confusion matrix (which classes the prompts confuse) and the per-class accuracy. With the embedded CPU model zero-shot is near chance by construction (see the caveat above); the linear probe shows how good its image features are. Files: `runs/{key}/{variant}/` (the variant is the settings hash shown above) and `figures/{key}/{variant}/`.

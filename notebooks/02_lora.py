@@ -25,8 +25,8 @@ dataset = None       # eurosat | circuits | imagefolder:<path>
 data_root = None     # folder holding the dataset (None: $LOWRES_CLIP_DATA, else ../shared/data)
 model = None         # open_clip model: ViT-B-16 | EffLite0-MiniLM | tiny-vit ...
 weights = None       # pretrained tag (openai), checkpoint path, embedded or random
-shots = None         # K training images per class
-seed = None          # seed of the shot sampling and training
+shots = None         # K, or a list of K (one run per K and seed)
+seed = None          # seed, or a list of seeds
 smoke = None         # True: tiny end-to-end run (tests)
 device = None        # auto | cpu | cuda
 runs_root = None     # records, predictions, checkpoints (None: <repo>/runs)
@@ -39,27 +39,27 @@ overrides = {}       # any other RunConfig value, dotted keys allowed: {"train.i
 
 # %%
 from lowres_clip import pipeline
-from lowres_clip.spec import resolve_run
+from lowres_clip.spec import resolve_runs
 
-# The run: profile defaults, then the parameters above (unknown keys are errors); its key,
-# settings hash and folders come from its RunSpec.
-run = resolve_run(profile, overrides, dataset=dataset, data_root=data_root, model=model,
-                  weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
-                  runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
-                  method=method, lora=lora, train=train)
+# The runs: profile defaults, then the parameters above (unknown keys are errors); one RunSpec
+# per (K, seed) (its key, settings hash and folders). The first one is described here.
+runs = resolve_runs(profile, overrides, dataset=dataset, data_root=data_root, model=model,
+                    weights=weights, shots=shots, seed=seed, smoke=smoke, device=device,
+                    runs_root=runs_root, figures_root=figures_root, cache_root=cache_root,
+                    method=method, lora=lora, train=train)
+run = runs[0]
 pipeline.print_caveats(run)
 pipeline.describe(run).to_frame("value")
 
 # %%
-record, preds = pipeline.run_method(run)
-pipeline.run_summary(record)
+results = pipeline.run_all(runs)  # runs finished with the same settings are loaded, not rerun
+results.table
 
 # %%
-figures = pipeline.run_figures(preds)
-figures["confusion"]
+results.figure()  # accuracy vs shots over the grid (one K: per-class accuracy)
 
 # %%
-figures["per_class_accuracy"]
+pipeline.run_figures(results.predictions())["confusion"]
 
 # %% [markdown]
 # **What to look at.** The gain over zero-shot and the linear probe at the same K (`08_report_tables`), `val_top1` vs test top-1 (over-fitting to the few validation shots), and which classes remain confused. The record keeps the trainable parameter counts and the training history.

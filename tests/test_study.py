@@ -163,8 +163,8 @@ class FakeExecutor:
         self.calls.append(job.name)
         if self.fail and self.fail in job.name:
             raise RuntimeError("boom")
-        if job.spec is not None:
-            fake_record(job.spec)
+        for spec in job.specs:
+            fake_record(spec)
         for p in job.outputs:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("done")
@@ -172,6 +172,7 @@ class FakeExecutor:
 
 def grid(roots, executor, **kw):
     kw.setdefault("methods", ["zero_shot", "lora"])
+    kw.setdefault("per_method", False)
     return study.run_study("smoke", "eurosat", shots=[1], seeds=[1], executor=executor, progress=False, **roots, **kw)
 
 
@@ -199,6 +200,31 @@ def test_rerun_skips_finished_runs_and_force_redoes_them(roots):
     rank4 = smoke_spec(roots, {"lora.rank": 4}, method="lora", shots=1, seed=1)
     assert changed.calls == ["eurosat/data/k1-s1", rank4.id, "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/report"]
     assert specs["lora"].is_finished() and rank4.is_finished()
+
+
+def test_per_method_notebooks_run_the_grid_slice_in_one_kernel(roots):
+    """One notebook execution per method over every K and seed, one data notebook for the grid;
+    the failure analysis runs for the profile's cells; a rerun skips everything; --force redoes all."""
+    ex = FakeExecutor(roots["runs_root"])
+    result = study.run_study("smoke", "eurosat", executor=ex, progress=False, methods=["zero_shot", "lora"],
+                             per_method=True, **roots)
+    assert result.ok
+    assert ex.calls == ["eurosat/data/grid", "eurosat/tiny-vit-random/zero_shot", "eurosat/tiny-vit-random/lora",
+                        "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/failure/k1-s2/zero_shot-vs-lora",
+                        "eurosat/failure/k2-s1/zero_shot-vs-lora", "eurosat/failure/k2-s2/zero_shot-vs-lora",
+                        "eurosat/report"]
+    jobs = study.plan_study("smoke", "eurosat", methods=["lora"], **roots)
+    lora = next(j for j in jobs if j.notebook == study.NB_LORA)
+    assert lora.parameters["shots"] == [1, 2] and lora.parameters["seed"] == [1, 2] and len(lora.specs) == 4
+    assert all(s.is_finished() for s in lora.specs)
+    again = FakeExecutor(roots["runs_root"])
+    study.run_study("smoke", "eurosat", executor=again, progress=False, methods=["zero_shot", "lora"], **roots)
+    assert again.calls == []
+    mtimes = [s.record_path.stat().st_mtime_ns for s in lora.specs]
+    forced = FakeExecutor(roots["runs_root"])
+    study.run_study("smoke", "eurosat", executor=forced, progress=False, methods=["lora"], force=True, **roots)
+    assert "eurosat/tiny-vit-random/lora" in forced.calls
+    assert all(s.record_path.stat().st_mtime_ns != m for s, m in zip(lora.specs, mtimes))
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(roots):
@@ -275,10 +301,10 @@ def test_study_end_to_end_with_papermill(roots, tmp_path, capsys):
     captured = capsys.readouterr()
     out = captured.out
     assert rc == 1, out + captured.err
-    assert "FAILED eurosat/augment-diffusion/k1-s1" in out and "not run" in out
+    assert "FAILED eurosat/augment-diffusion/grid" in out and "not run" in out
     zs = resolve_run(profile, None, method="zero_shot", shots=1, seed=1, data_root=str(data_root), **roots)
     assert zs.is_finished()
-    executed = zs.notebook_path(Path(roots["runs_root"]) / "notebooks", study.NB_ZERO_SHOT)
+    executed = Path(roots["runs_root"]) / "notebooks" / "eurosat/tiny-vit-random/zero_shot" / study.NB_ZERO_SHOT
     assert executed.is_file() and any(c.get("outputs") for c in nbformat.read(executed, 4).cells)
     assert all(p.is_file() for p in zs.table_paths())
     record = zs.record_path
@@ -286,5 +312,5 @@ def test_study_end_to_end_with_papermill(roots, tmp_path, capsys):
 
     result = study.run_study(profile, "eurosat", data_root=data_root, methods=["zero_shot"], progress=False, **roots)
     assert result.ok, result.summary()
-    assert zs.id in result.skipped and result.ran == []
+    assert "eurosat/tiny-vit-random/zero_shot" in result.skipped and result.ran == []
     assert record.stat().st_mtime_ns == mtime

@@ -448,7 +448,8 @@ class Grid:
         seeds: seeds (tables report mean ± std over them).
         methods: method labels, optionally with an augmentation suffix (``lora+aug-classic``).
         failure_pairs: ``[baseline, adapted]`` method labels compared by the failure analysis
-            (07) for every (K, seed); empty: none.
+            (07); empty: none.
+        failure_cells: ``[K, seed]`` cells the failure analysis runs for (``None``: every cell).
     """
 
     datasets: list[str] = field(default_factory=lambda: ["eurosat"])
@@ -456,6 +457,7 @@ class Grid:
     seeds: list[int] = field(default_factory=lambda: [1])
     methods: list[str] = field(default_factory=lambda: ["zero_shot"])
     failure_pairs: list[list[str]] = field(default_factory=list)
+    failure_cells: list[list[int]] | None = None
 
     def validate(self, path: str = "grid") -> None:
         """Raise :class:`ConfigError` for empty lists, bad K, unknown methods or pairs."""
@@ -482,6 +484,9 @@ class Grid:
                     raise ConfigError(f"{path}.failure_pairs[{i}]: {m!r} is not one of the grid's methods {self.methods}.")
                 canon.append(label)
             self.failure_pairs[i] = canon
+        for i, cell in enumerate(self.failure_cells or []):
+            if len(cell) != 2 or cell[0] not in self.shots or cell[1] not in self.seeds:
+                raise ConfigError(f"{path}.failure_cells[{i}]: expected [K, seed] of the grid, got {cell!r}.")
 
 
 @dataclass

@@ -335,6 +335,15 @@ def resolve_run(profile: Any = "cpu", overrides: Mapping[str, Any] | None = None
     return RunSpec(cfg, origin)
 
 
+def resolve_runs(profile: Any = "cpu", overrides: Mapping[str, Any] | None = None, shots: Any = None,
+                 seed: Any = None, **params: Any) -> list[RunSpec]:
+    """The runs of a notebook: one per (K, seed) when ``shots`` / ``seed`` are lists (the study's
+    per-method notebooks run a method's slice of the grid in one kernel), else one."""
+    ks = list(shots) if isinstance(shots, (list, tuple)) else [shots]
+    ss = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+    return [resolve_run(profile, overrides, shots=k, seed=s, **params) for k in ks for s in ss]
+
+
 def resolve_origin(origin: Mapping[str, Any], **runtime: Any) -> RunSpec:
     """Resolve a stored origin again with the current code (``runtime``: roots, device)."""
     return resolve_run(origin["profile"], origin.get("overrides") or None, **origin.get("params", {}), **runtime)

@@ -80,7 +80,8 @@ class Job:
         notebook: notebook file name in the notebooks folder.
         parameters: papermill parameters.
         output: where the executed notebook is written.
-        spec: the run the notebook makes (``None`` for helper notebooks).
+        specs: the runs the notebook makes (empty for helper notebooks): one, or the method's
+            slice of the grid (every K and seed) when notebooks run per method.
         outputs: files whose presence means a helper notebook's work is done.
         depends: names of jobs that must succeed first.
         needed_by: runs that need this helper (a helper is skipped when all are finished).
@@ -90,7 +91,7 @@ class Job:
     notebook: str
     parameters: dict[str, Any]
     output: Path
-    spec: RunSpec | None = None
+    specs: list[RunSpec] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     depends: list[str] = field(default_factory=list)
     needed_by: list[RunSpec] = field(default_factory=list)
@@ -177,10 +178,14 @@ def plan_study(
     shots: Sequence[int] | None = None,
     seeds: Sequence[int] | None = None,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    per_method: bool = True,
 ) -> list[Job]:
     """Every notebook execution of the study for ``dataset``, validated (nothing runs).
 
     ``methods`` / ``shots`` / ``seeds`` restrict the profile's grid (they must be part of it).
+    ``per_method``: one notebook execution per method over its slice of the grid (every K and
+    seed; one kernel start instead of one per run), and one data / augmentation notebook for the
+    whole grid; else one notebook execution per run (each (K, seed) cell on its own).
 
     Raises:
         ConfigError: unknown profile, profile key, method, override or notebook parameter (named).
@@ -199,45 +204,65 @@ def plan_study(
     nb_dir = Path(notebooks_dir)
     base = RunSpec(_resolve(prof, common, {}))
     out_root = Path(notebooks_out) if notebooks_out else base.runs_root / "notebooks"
-    ds_name = base.dataset
+    cells = [(k, s) for k in shot_list for s in seed_list]
+    specs = {(label, k, s): RunSpec(_resolve(prof, {**common, "shots": k, "seed": s}, {"method": label}))
+             for label in labels for k, s in cells}
+    groups = [cells] if per_method else [[c] for c in cells]
     jobs: list[Job] = []
-    for k in shot_list:
-        for s in seed_list:
-            cell = {**common, "shots": k, "seed": s}
-            cell_spec = RunSpec(_resolve(prof, cell, {}))
-            tag = cell_spec.cell
-            specs = {label: RunSpec(_resolve(prof, cell, {"method": label})) for label in labels}
-            run_jobs: list[Job] = []
-            data_job = Job(f"{ds_name}/data/{tag}", NB_DATA, cell, out_root / ds_name / "data" / tag / NB_DATA,
-                           outputs=cell_spec.data_outputs(), needed_by=list(specs.values()))
-            gen_jobs: dict[str, Job] = {}
-            for label, spec in specs.items():
-                depends = [data_job.name]
-                if spec.label.augmented:  # one generation per generator and use, for the first run that needs it
-                    gen = spec.label.aug_suffix.replace("aug-", "augment-", 1)
-                    if gen not in gen_jobs:
-                        gen_jobs[gen] = Job(f"{ds_name}/{gen}/{tag}", NB_AUG_GENERATE, {**cell, "method": label},
-                                            out_root / ds_name / gen / tag / NB_AUG_GENERATE, depends=[data_job.name])
-                    gen_jobs[gen].needed_by.append(spec)
-                    depends.append(gen_jobs[gen].name)
-                nb = spec.label.notebook
-                run_jobs.append(Job(spec.id, nb, {**cell, "method": label}, spec.notebook_path(out_root, nb),
-                                    spec=spec, depends=depends))
-            jobs.append(data_job)
-            jobs.extend(gen_jobs.values())
-            jobs.extend(run_jobs)
-            for baseline, adapted in grid.failure_pairs:
-                if baseline not in specs or adapted not in specs:
-                    continue
-                params = {**cell, "baseline": baseline, "adapted": adapted}
-                name = f"{ds_name}/failure/{tag}/{baseline}-vs-{adapted}"
-                jobs.append(Job(name, NB_FAILURE, params, out_root / ds_name / "failure" / tag / f"{baseline}-vs-{adapted}" / NB_FAILURE,
-                                outputs=[specs[adapted].failure_summary_path(specs[baseline])],
-                                depends=[specs[baseline].id, specs[adapted].id]))
-    jobs.append(Job(f"{ds_name}/report", NB_REPORT, dict(common), out_root / ds_name / NB_REPORT,
+    for group in groups:
+        jobs += _cell_jobs(base, common, labels, group, specs, out_root, per_method)
+    for baseline, adapted in grid.failure_pairs:
+        if baseline not in labels or adapted not in labels:
+            continue
+        for k, s in cells:
+            if grid.failure_cells is not None and [k, s] not in grid.failure_cells:
+                continue
+            a, b = specs[(baseline, k, s)], specs[(adapted, k, s)]
+            params = {**common, "shots": k, "seed": s, "baseline": baseline, "adapted": adapted}
+            name = f"{base.dataset}/failure/{b.cell}/{baseline}-vs-{adapted}"
+            jobs.append(Job(name, NB_FAILURE, params, out_root / base.dataset / "failure" / b.cell / f"{baseline}-vs-{adapted}" / NB_FAILURE,
+                            outputs=[b.failure_summary_path(a)],
+                            depends=[_run_job_name(a, per_method), _run_job_name(b, per_method)]))
+    jobs.append(Job(f"{base.dataset}/report", NB_REPORT, dict(common), out_root / base.dataset / NB_REPORT,
                     outputs=base.table_paths()))
     _check_notebooks(jobs, nb_dir)
     return jobs
+
+
+def _run_job_name(spec: RunSpec, per_method: bool) -> str:
+    """The job that makes a run: ``{dataset}/{model}-{weights}/{label}`` per method, else the run id."""
+    return f"{spec.dataset}/{spec.model_weights}/{spec.label}" if per_method else spec.id
+
+
+def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cells: Sequence[tuple[int, int]],
+               specs: Mapping[tuple[str, int, int], RunSpec], out_root: Path, per_method: bool) -> list[Job]:
+    """The data, augmentation and method jobs of a group of (K, seed) cells: the whole K x seed grid
+    (``per_method``: the notebooks get lists of K and seeds) or one cell."""
+    ks, ss = sorted({k for k, _ in cells}), sorted({s for _, s in cells})
+    params = {**common, "shots": ks if per_method else ks[0], "seed": ss if per_method else ss[0]}
+    tag = "grid" if per_method else specs[(labels[0], *cells[0])].cell
+    ds = base.dataset
+    data_job = Job(f"{ds}/data/{tag}", NB_DATA, params, out_root / ds / "data" / tag / NB_DATA,
+                   outputs=[p for c in cells for p in specs[(labels[0], *c)].data_outputs()],
+                   needed_by=[specs[(label, *c)] for label in labels for c in cells])
+    gen_jobs: dict[str, Job] = {}
+    run_jobs: list[Job] = []
+    for label in labels:
+        mine = [specs[(label, *c)] for c in cells]
+        first = mine[0]
+        depends = [data_job.name]
+        if first.label.augmented:  # one generation per generator and use, for the first label that needs it
+            gen = first.label.aug_suffix.replace("aug-", "augment-", 1)
+            if gen not in gen_jobs:
+                gen_jobs[gen] = Job(f"{ds}/{gen}/{tag}", NB_AUG_GENERATE, {**params, "method": label},
+                                    out_root / ds / gen / tag / NB_AUG_GENERATE, depends=[data_job.name])
+            gen_jobs[gen].needed_by.extend(mine)
+            depends.append(gen_jobs[gen].name)
+        nb = first.label.notebook
+        name = _run_job_name(first, per_method)
+        output = (out_root / name / nb) if per_method else first.notebook_path(out_root, nb)
+        run_jobs.append(Job(name, nb, {**params, "method": label}, output, specs=mine, depends=depends))
+    return [data_job, *gen_jobs.values(), *run_jobs]
 
 
 def canonical_label(label: str) -> str:
@@ -312,8 +337,8 @@ def _should_skip(job: Job, force: bool, ran: set[str]) -> bool:
         return False
     if job.notebook == NB_REPORT:  # the report reads every record: redo it when anything ran
         return not ran and all(p.exists() for p in job.outputs)
-    if job.spec is not None:
-        return job.spec.is_finished()
+    if job.specs:
+        return all(spec.is_finished() for spec in job.specs)
     if any(not spec.is_finished() for spec in job.needed_by):
         return False  # a run still needs this helper's output
     if any(d in ran for d in job.depends):
@@ -339,6 +364,7 @@ def run_study(
     executor: Callable[[Job], None] | None = None,
     progress: bool = True,
     command: str | None = None,
+    per_method: bool = True,
 ) -> StudyResult:
     """Run the study for ``dataset`` over the profile's grid (see the module docstring).
 
@@ -356,10 +382,11 @@ def run_study(
         executor: runs one job (default: papermill via :func:`execute`).
         progress: show a progress bar.
         command: the command line, for the study log.
+        per_method: one notebook execution per method over the grid (see :func:`plan_study`).
     """
     t0 = time.time()
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
-                      overrides, methods, shots, seeds, notebooks_dir)
+                      overrides, methods, shots, seeds, notebooks_dir, per_method)
     base = RunSpec(_resolve(load_profile(profile), jobs[-1].parameters, {}))
     _check_device(base.config.device)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
     if executor is None:
@@ -380,6 +407,9 @@ def run_study(
             status[job.name] = "skipped"
             result.skipped.append(job.name)
             continue
+        if force:  # notebooks reuse runs finished with the same settings: forget the selected ones first
+            for spec in job.specs:
+                spec.record_path.unlink(missing_ok=True)
         try:
             executor(job)
         except Exception as exc:  # a failing notebook must not stop the others
@@ -443,16 +473,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override a run setting for every run, e.g. --set train.iterations=50")
     parser.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name")
     parser.add_argument("--dry-run", action="store_true", help="validate and list the notebooks, run nothing")
+    parser.add_argument("--per-run", action="store_true",
+                        help="one notebook execution per run (default: one per method over its K x seed grid)")
     args = parser.parse_args(argv)
     try:
         overrides = _parse_set(args.set)
         kwargs = dict(data_root=args.data_root, runs_root=args.runs_root, figures_root=args.figures_root,
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
-                      methods=args.methods, shots=args.shots, seeds=args.seeds)
+                      methods=args.methods, shots=args.shots, seeds=args.seeds, per_method=not args.per_run)
         if args.dry_run:
             jobs = plan_study(args.profile, args.dataset, **kwargs)
             for job in jobs:
-                state = "finished (skip)" if job.spec is not None and job.spec.is_finished() and not args.force else ""
+                done = bool(job.specs) and all(spec.is_finished() for spec in job.specs) and not args.force
+                state = f"{len(job.specs)} runs, finished (skip)" if done else (f"{len(job.specs)} runs" if job.specs else "")
                 print(f"{job.notebook:28s} {job.name}  {state}".rstrip())
             print(f"{len(jobs)} notebook executions planned; finished runs are skipped unless --force")
             return 0

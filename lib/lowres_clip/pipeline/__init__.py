@@ -19,15 +19,15 @@ writes only into its own folder :attr:`RunSpec.run_dir` (named by its settings):
 :attr:`RunSpec.figure_dir`.
 """
 
-from .augment import Augmentations, augmentation_dir, generate_augmentations
+from .augment import Augmentations, augmentation_dir, generate_all, generate_augmentations
 from .common import caveats, describe, feature_cache, load_model, print_caveats, resolve_data_root, test_samples
-from .data import DataOverview, class_counts, data_overview, prepare_data
+from .data import DataOverview, class_counts, data_overview, data_overviews, prepare_data
 from .failure import FailureReport, attention_source, failure_analysis, failure_browser
 from .report import ReportTables, report_tables
-from .run import cell_results, ensure_run, load_run, run_figures, run_method, run_summary
+from .run import GridResults, cell_results, ensure_run, load_run, run_all, run_figures, run_method, run_summary
 
 __all__ = [
-    "Augmentations", "DataOverview", "FailureReport", "ReportTables", "attention_source", "augmentation_dir",
+    "Augmentations", "DataOverview", "GridResults", "data_overviews", "generate_all", "run_all", "FailureReport", "ReportTables", "attention_source", "augmentation_dir",
     "caveats", "cell_results", "class_counts", "data_overview", "describe", "ensure_run", "failure_analysis",
     "failure_browser", "feature_cache", "generate_augmentations", "load_model", "load_run", "prepare_data",
     "print_caveats", "report_tables", "resolve_data_root", "run_figures", "run_method", "run_summary",

@@ -98,3 +98,8 @@ def augmentation_datasets(spec: RunSpec, transform) -> tuple[Any, Any, dict[str,
     return preserving, breaking, info
 
 
+
+
+def generate_all(specs, progress: bool = True) -> list[Augmentations]:
+    """:func:`generate_augmentations` for each (K, seed) cell of ``specs`` (gallery of the first)."""
+    return [generate_augmentations(spec, gallery=i == 0, progress=progress) for i, spec in enumerate(specs)]

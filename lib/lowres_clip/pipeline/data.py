@@ -106,3 +106,18 @@ def data_overview(spec: RunSpec, ds: SplitDataset, split: FewShotSplit) -> DataO
     return DataOverview(counts, figures, paths, split_file)
 
 
+
+
+def data_overviews(specs) -> list[DataOverview]:
+    """:func:`prepare_data` and :func:`data_overview` for each (K, seed) cell of ``specs``; prints
+    one line per cell (its split, shots and notes)."""
+    out = []
+    for spec in specs:
+        ds, split = prepare_data(spec)
+        overview = data_overview(spec, ds, split)
+        print(f"{ds.name} {spec.cell}: {ds.num_classes} classes; {len(split.train)} train / {len(split.val)} val shots; "
+              f"{len(ds.split('test'))} test images; saved {overview.split_file.name}")
+        for note in split.report:
+            print("  note:", note)
+        out.append(overview)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -208,3 +209,48 @@ def run_figures(preds: Predictions) -> dict[str, Any]:
         "per_class_accuracy": plots.per_class_accuracy_bars(metrics_mod.per_class_table(preds),
                                                             title=f"per-class accuracy: {preds.run_key}"),
     }
+
+
+@dataclass
+class GridResults:
+    """The runs of one notebook (one run, or a method's slice of the K x seed grid).
+
+    Attributes:
+        specs: the runs, in order.
+        records: their records.
+    """
+
+    specs: list[RunSpec]
+    records: list[RunRecord]
+
+    @property
+    def table(self):
+        """One row per run: key, variant, metrics, selection, seconds."""
+        import pandas as pd
+
+        return pd.concat([run_summary(r) for r in self.records], ignore_index=True)
+
+    def figure(self, metric: str = "top1"):
+        """Accuracy against K (mean ± 1 std over seeds) when the runs span several K, else the
+        per-class accuracy of the run."""
+        from .. import plots
+        from ..runs import aggregate
+
+        if len({s.config.shots for s in self.specs}) > 1:
+            return plots.accuracy_vs_shots(aggregate(self.records, (metric,)), metric,
+                                           title=f"{self.specs[0].label}: {metric} vs shots")
+        return run_figures(self.predictions())["per_class_accuracy"]
+
+    def predictions(self, index: int = -1) -> Predictions:
+        """Test predictions of one run (default: the last)."""
+        return Predictions.load(self.specs[index].predictions_path)
+
+
+def run_all(specs: Sequence[RunSpec], progress: bool = True) -> GridResults:
+    """Each run of ``specs``; runs finished with the same settings are loaded, not rerun."""
+    from tqdm.auto import tqdm
+
+    records = []
+    for spec in tqdm(specs, desc=f"runs of {specs[0].label}", unit="run", disable=not progress or len(specs) == 1):
+        records.append(ensure_run(spec)[0])
+    return GridResults(list(specs), records)
