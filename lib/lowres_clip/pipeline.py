@@ -234,7 +234,7 @@ def prepare_data(cfg: RunConfig) -> tuple[SplitDataset, FewShotSplit]:
             or set ``data_root`` / ``$LOWRES_CLIP_DATA``).
     """
     root = resolve_data_root(cfg)
-    ds = load_dataset(cfg.dataset, root)
+    ds = load_dataset(cfg.dataset, root, exclude=cfg.exclude)
     split = few_shot(ds, cfg.shots, cfg.seed, cfg.long_tail_ratio, save_dir=split_dir(cfg))
     return ds, split
 
