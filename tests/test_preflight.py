@@ -42,6 +42,10 @@ def test_truncated_jpeg_is_named_with_both_ways_out_and_exclude_works(eurosat_ro
     assert load_dataset("eurosat", eurosat_root, exclude=[str(ds.image_root / victim)]).excluded == (victim,)
     with pytest.raises(DatasetError, match="in no split"):
         load_dataset("eurosat", eurosat_root, exclude=["Forest/nope.jpg"])
+    # the study's way: --set 'exclude=[...]' reaches RunConfig.exclude, which the preflight honours
+    base = dict(dataset="eurosat", data_root=str(eurosat_root), cache_root=str(tmp_path / "cache"))
+    assert preflight.preflight([resolve_config("smoke", None, **base)], progress=False)[0].startswith("data: eurosat: image")
+    assert preflight.preflight([resolve_config("smoke", {"exclude": [victim]}, **base)], progress=False) == []
 
 
 def test_verified_images_are_remembered_by_size_and_mtime(eurosat_root, tmp_path, monkeypatch):
@@ -373,3 +377,14 @@ def test_interrupt_guard_without_a_study():
                 ran.append(name)
     assert err.value.remaining == ["b", "c"] and err.value.__cause__ is None
     assert err.value.summary("make study").endswith("Rerun `make study` to finish: finished runs are skipped.")
+
+
+@pytest.mark.shared_data
+def test_real_circuits_groups_and_partial_validation(shared_data):
+    ds = datasets.load_circuits(shared_data, check_files=False)
+    groups = ds.natural_groups()
+    assert [groups.count(g) for g in ("head", "medium", "tail")] == [4, 10, 18]
+    assert groups[ds.classnames.index("LED")] == "head" and groups[ds.classnames.index("UPS")] == "tail"
+    assert "only 16 of 32 classes" in datasets.val_coverage_note(ds)
+    check = preflight.check_dataset("circuits", shared_data, verify=False)
+    assert len(check.problems) == 1 and "none of the 1332 split entries exists" in check.problems[0]
