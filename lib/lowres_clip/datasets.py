@@ -264,11 +264,6 @@ def eurosat_instructions(base: Path) -> str:
     )
 
 
-def _resolve(root: Path, sub: str) -> Path:
-    """Accept both the dataset folder itself and its parent data root."""
-    return root / sub if (root / sub).is_dir() else root
-
-
 def load_eurosat(root: str | Path, check_files: bool = True) -> SplitDataset:
     """EuroSAT RGB with the CoOp split (train 13,500 / val 5,400 / test 8,100).
 
