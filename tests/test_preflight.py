@@ -19,6 +19,17 @@ from lowres_clip.config import ConfigError, resolve_config
 from lowres_clip.datasets import DatasetError, load_dataset
 
 
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """An interrupt mutes the kernel-shutdown loggers for the rest of the process; not across tests."""
+    import logging
+
+    levels = {n: logging.getLogger(n).level for n in interrupt.SHUTDOWN_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def _show(lines, t0: float) -> None:
     print(f"\n[{time.perf_counter() - t0:.2f} s] " + "\n".join(lines))
 
@@ -388,3 +399,19 @@ def test_real_circuits_groups_and_partial_validation(shared_data):
     assert "only 16 of 32 classes" in datasets.val_coverage_note(ds)
     check = preflight.check_dataset("circuits", shared_data, verify=False)
     assert len(check.problems) == 1 and "none of the 1332 split entries exists" in check.problems[0]
+
+
+def test_a_real_sigint_inside_the_guard_is_one_interrupt_and_mutes_shutdown_noise():
+    import logging
+    import os
+    import signal
+
+    ran = []
+    with pytest.raises(interrupt.Interrupted) as err:
+        with interrupt.guard(["a", "b"], ran, [], []) as g:
+            g.current = "a"
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal arrives here
+    assert err.value.remaining == ["a", "b"]
+    assert logging.getLogger("asyncio").level == logging.CRITICAL  # no "Task exception was never retrieved"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

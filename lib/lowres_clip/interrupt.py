@@ -16,17 +16,37 @@ Printed as is, that is two long tracebacks and no word on what finished. The stu
 
 and its command line catches :class:`Interrupted` and prints :meth:`Interrupted.summary` (one line)
 with exit code 130 (the shell's code for SIGINT).
+
+While the block runs, Ctrl-C first silences the loggers that would report the kernel's shutdown
+(papermill's "Kernel died while waiting for execute reply", asyncio's "Task exception was never
+retrieved" traceback at exit: :data:`SHUTDOWN_LOGGERS`), then raises ``KeyboardInterrupt`` as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 EXIT_CODE = 130
+SHUTDOWN_LOGGERS = ("asyncio", "papermill", "nbclient", "traitlets")
+"""Loggers silenced once Ctrl-C is pressed: after it they only report the kernel being stopped."""
+
+
+def silence_shutdown_noise(names: Sequence[str] = SHUTDOWN_LOGGERS) -> None:
+    """Mute the loggers that report an interrupted kernel's shutdown (for the rest of the process)."""
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _sigint(signum: int, frame: object) -> None:
+    silence_shutdown_noise()
+    raise KeyboardInterrupt
 
 
 class Interrupted(KeyboardInterrupt):
@@ -105,11 +125,19 @@ def guard(names: Sequence[str], ran: Sequence[str], skipped: Sequence[str],
         cleanup: called before :class:`Interrupted` is raised (e.g. a progress bar's ``close``).
     """
     g = Guard(list(names), ran, skipped, failed)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    if main and previous is signal.default_int_handler:  # only replace Python's own Ctrl-C handler
+        signal.signal(signal.SIGINT, _sigint)
     try:
         yield g
     except Interrupted:
         raise
     except KeyboardInterrupt:
+        silence_shutdown_noise()
         if cleanup is not None:
             cleanup()
         raise g.interrupted() from None
+    finally:
+        if main and previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)

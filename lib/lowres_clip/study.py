@@ -434,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except interrupt.Interrupted as exc:
         print(exc.summary(interrupt.rerun_command(argv)), file=sys.stderr)
         return interrupt.EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted before the first notebook: nothing ran.", file=sys.stderr)
+        return interrupt.EXIT_CODE
     except (ConfigError, StudyError, preflight.PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
