@@ -56,3 +56,34 @@ def test_bad_inputs():
     x, y = _features(3, [0, 1], seed=0)
     with pytest.raises(AdaptationError, match="C grid"):
         fit_linear_probe(x, y, x, y, grid=[0.0, 1.0], show_progress=False)
+
+
+def test_span_fit_selects_what_the_full_fit_selects(monkeypatch):
+    """Few shots, many dimensions (N < D): fitting in the span of the training features is the same
+    optimisation problem, so every C scores the same and the same C is chosen; the lifted model
+    predicts on the original features."""
+    import time
+
+    from lowres_clip.methods import linear_probe as lp
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(6, 256, generator=g)
+
+    def feats(n: int, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        y = torch.arange(6).repeat_interleave(n)
+        return F.normalize(0.35 * centers[y] + torch.randn(len(y), 256, generator=gen), dim=-1), y
+
+    (x, y), (xv, yv), (xt, _) = feats(3, 1), feats(3, 2), feats(5, 3)
+    assert lp.span_basis(x.numpy()).shape == (256, 18)
+    t0 = time.perf_counter()
+    fast = fit_linear_probe(x, y, xv, yv, grid=(1e-2, 1.0, 1e2), bisection_steps=3, show_progress=False)
+    t_fast = time.perf_counter() - t0
+    monkeypatch.setattr(lp, "span_basis", lambda x: None)  # the original full-dimensional fits
+    t0 = time.perf_counter()
+    full = fit_linear_probe(x, y, xv, yv, grid=(1e-2, 1.0, 1e2), bisection_steps=3, show_progress=False)
+    t_full = time.perf_counter() - t0
+    print(f"\nspan fit {t_fast:.2f} s, full fit {t_full:.2f} s")
+    assert fast.C == full.C and fast.search == full.search
+    assert fast.model.coef_.shape == full.model.coef_.shape == (6, 256)
+    np.testing.assert_allclose(fast.predict_logits(xt).numpy(), full.predict_logits(xt).numpy(), atol=2e-3)

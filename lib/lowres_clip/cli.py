@@ -24,10 +24,29 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    ds = datasets.load_dataset(args.dataset, args.root)
-    print(json.dumps({"dataset": ds.name, "image_root": str(ds.image_root), "classes": ds.num_classes,
-                      **{s: len(v) for s, v in ds.splits.items()}}, indent=1))
-    return 0
+    """``check-data``: the preflight's data checks (files, class folders, labels, decoded images)."""
+    from .imagecheck import default_cache_root
+    from .preflight import check_dataset, model_problems
+
+    kwargs = {"resplit": True} if args.resplit else {}
+    if args.resplit and not args.dataset.startswith(datasets.IMAGEFOLDER_PREFIX):
+        print("error: --resplit applies to imagefolder:<path> datasets only.", file=sys.stderr)
+        return 2
+    cache = Path(args.cache_root) if args.cache_root else default_cache_root()
+    check = check_dataset(args.dataset, args.root, args.exclude, cache, verify=not args.no_verify, **kwargs)
+    problems = list(check.problems)
+    if args.model:
+        problems += model_problems(args.model, args.weights)
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    for n in check.notes:
+        print(f"note: {n}")
+    ds = check.dataset
+    if ds is not None and not problems:
+        print(json.dumps({"dataset": ds.name, "image_root": str(ds.image_root), "classes": ds.num_classes,
+                          **{s: len(v) for s, v in ds.splits.items()}, "excluded": len(ds.excluded),
+                          "images_decoded": not args.no_verify}, indent=1))
+    return 2 if problems else 0
 
 
 def _build_embedded(args: argparse.Namespace) -> int:
@@ -67,9 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset", choices=["eurosat", "circuits"])
     p.add_argument("--root", default=str(datasets.default_data_root()))
     p.set_defaults(func=_download)
-    p = sub.add_parser("check-data", help="load a dataset and print its split sizes")
-    p.add_argument("dataset")
-    p.add_argument("--root", default=None)
+    p = sub.add_parser("check-data", help="check a dataset (files, class folders, labels, every image decoded); "
+                                          "print its split sizes, or one line per problem")
+    p.add_argument("dataset", help="eurosat, circuits or imagefolder:<path>")
+    p.add_argument("--root", default=None, help="data root (default: $LOWRES_CLIP_DATA or ../shared/data)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="PATH",
+                   help="image paths (relative to the image root) to leave out, as RunConfig.exclude")
+    p.add_argument("--no-verify", action="store_true", help="only check that the files exist; do not decode them")
+    p.add_argument("--resplit", action="store_true",
+                   help="ImageFolder: draw and save a new split (after classes or files changed)")
+    p.add_argument("--cache-root", default=None, help="where verified images are remembered")
+    p.add_argument("--model", default=None, help="also check an open_clip model name (loads nothing)")
+    p.add_argument("--weights", default="random", help="with --model: the weights tag or checkpoint file")
     p.set_defaults(func=_check_data)
     p = sub.add_parser("build-embedded", help="build and cache the embedded CPU CLIP model")
     p.add_argument("--force", action="store_true")

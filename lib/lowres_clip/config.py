@@ -134,6 +134,9 @@ class RunConfig:
         data_root: folder holding the dataset; ``None``: :func:`lowres_clip.datasets.default_data_root`
             (``$LOWRES_CLIP_DATA``, else ``../shared/data``, else ``data/``). With ``smoke`` and no
             data root a tiny synthetic EuroSAT is generated under the cache root.
+        exclude: image paths (relative to the dataset's image root, as error messages print them) left
+            out of every split, e.g. a corrupt file that cannot be replaced; ``[]``: none. Part of the
+            run's identity (it changes the data).
         model: open_clip architecture (``ViT-B-16``...), ``tiny-vit`` / ``tiny-rn`` (tests) or the
             embedded CPU model ``EffLite0-MiniLM``.
         weights: pretrained tag (``openai``...), a checkpoint path, ``random`` or ``embedded``.
@@ -167,6 +170,7 @@ class RunConfig:
 
     dataset: str = "eurosat"
     data_root: str | None = runtime_field(None, "dataset folder")
+    exclude: list[str] = field(default_factory=list)
     model: str = EMBEDDED_MODEL
     weights: str = "embedded"
     image_size: int | None = None
@@ -443,7 +447,9 @@ class Grid:
     """What the study runs for a profile.
 
     Attributes:
-        datasets: datasets the profile covers.
+        datasets: the datasets the profile runs by default (``make study``, the tests of every grid
+            cell). Any other dataset (``circuits``, ``imagefolder:<path>``) runs with the same
+            settings through ``--dataset``.
         shots: K values.
         seeds: seeds (tables report mean ± std over them).
         methods: method labels, optionally with an augmentation suffix (``lora+aug-classic``).
@@ -464,6 +470,12 @@ class Grid:
         for name in ("datasets", "shots", "seeds", "methods"):
             if not getattr(self, name):
                 raise ConfigError(f"{path}.{name}: must list at least one value.")
+        from .datasets import dataset_name_problem  # light: no torch
+
+        for i, name in enumerate(self.datasets):
+            problem = dataset_name_problem(name)
+            if problem:
+                raise ConfigError(f"{path}.datasets[{i}]: {problem}")
         for i, k in enumerate(self.shots):
             if k < 1:
                 raise ConfigError(f"{path}.shots[{i}]: shots must be positive, got {k}.")

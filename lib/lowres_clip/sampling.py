@@ -5,8 +5,15 @@ seed and saved, so that every method sees the same shots. A class with fewer tha
 what it has; the sampler records that in ``report`` (and warns).
 
 Long-tailed variant: per-class shots decay exponentially from K (head) to ``K / ratio`` (tail,
-at least 1) over a seeded class order; ``ratio = K`` gives 1 shot for the tail class. Classes are
-labelled ``head`` / ``medium`` / ``tail`` by thirds of that order for later breakdowns.
+at least 1) over a class order; ``ratio = K`` gives 1 shot for the tail class. The order is seeded
+and random, except for datasets with a natural long tail (Circuits), where it follows the classes'
+own frequencies (most frequent first; the seed breaks ties). Classes are labelled ``head`` /
+``medium`` / ``tail`` by thirds of that order, or, for datasets with a natural long tail, by their
+own frequencies (:meth:`lowres_clip.datasets.SplitDataset.natural_groups`: more than 100 images
+head, fewer than 20 tail), for balanced K-shot splits too: results break down by group.
+
+Notes on the split (classes with fewer images than asked, a validation split that covers only some
+classes: :func:`lowres_clip.datasets.val_coverage_note`) go to ``report`` and are warned about.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .datasets import Sample, SplitDataset, ids_fingerprint
+from .datasets import Sample, SplitDataset, ids_fingerprint, val_coverage_note
 
 VAL_SHOTS_CAP = 4
 GROUPS = ("head", "medium", "tail")
@@ -36,8 +43,10 @@ class FewShotSplit:
         val: sampled validation samples (``min(K, 4)`` per class).
         shots_per_class: requested train shots per class (after the long-tail profile).
         long_tail_ratio: imbalance ratio (head/tail shots) or ``None`` for balanced K-shot.
-        groups: per-class ``head``/``medium``/``tail`` labels (long-tailed only, else ``None``).
-        report: human-readable notes, e.g. classes that had fewer images than asked for.
+        groups: per-class ``head``/``medium``/``tail`` labels (long-tailed splits and datasets with a
+            natural long tail, else ``None``).
+        report: human-readable notes, e.g. classes that had fewer images than asked for, or a
+            validation split without images of some classes.
         source_fingerprint: hash of the train+val lists the shots were drawn from.
     """
 
@@ -117,21 +126,29 @@ def few_shot(
     if path is not None and path.is_file():
         saved = FewShotSplit.load(path)
         if saved.source_fingerprint == src:
+            if saved.groups is None and not long_tail_ratio:  # saved before natural groups existed
+                saved.groups = ds.natural_groups()
             return saved
         warnings.warn(f"Saved split {path} was drawn from other data; resampling.")
     rng = random.Random(seed)
     C = ds.num_classes
+    natural = ds.natural_groups()
     if long_tail_ratio:
         order = list(range(C))
         rng.shuffle(order)
+        if natural is not None:  # the dataset's own frequencies rank the classes; the seed breaks ties
+            totals = ds.total_counts()
+            order.sort(key=lambda c: -totals[c])
         profile = long_tail_profile(C, k, long_tail_ratio)
         shots = [0] * C
         groups = [""] * C
         for rank, c in enumerate(order):
             shots[c] = profile[rank]
             groups[c] = GROUPS[min(2, rank * 3 // C)]
+        if natural is not None:
+            groups = list(natural)
     else:
-        shots, groups = [k] * C, None
+        shots, groups = [k] * C, (list(natural) if natural is not None else None)
     train_pool = _by_class(ds.split("train"), C)
     val_pool = _by_class(ds.split("val"), C)
     train: list[Sample] = []
@@ -145,6 +162,10 @@ def few_shot(
         val += _draw(val_pool[c], min(shots[c], VAL_SHOTS_CAP), rng)
     if report:
         warnings.warn(f"{ds.name} K={k}: {len(report)} classes have fewer images than asked: " + "; ".join(report[:5]))
+    coverage = val_coverage_note(ds)
+    if coverage:
+        warnings.warn(coverage)
+        report.append(coverage)
     split = FewShotSplit(ds.name, k, seed, train, val, shots, long_tail_ratio, groups, report, src)
     if path is not None:
         split.save(path)

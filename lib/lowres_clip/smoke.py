@@ -1,4 +1,5 @@
-"""Synthetic datasets for smoke runs and tests, written in the official layouts.
+"""Synthetic datasets for smoke runs and tests, written in the official layouts, and the data root
+of a run (:func:`resolve_data_root`: the synthetic data when a smoke run names none).
 
 :func:`make_smoke_dataset` writes a tiny 4-class dataset whose classes are learnable from colour and
 stripe direction (:func:`class_pattern`), in EuroSAT's or Circuits' layout, so every step of the
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .datasets import default_data_root
+from .spec import RunSpec
 
 SMOKE_CLASSES = {
     "eurosat": [("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"), ("Highway", "Highway or Road"),
@@ -65,3 +69,15 @@ def make_smoke_dataset(root: str | Path, dataset: str = "eurosat", per_split: Se
     tmp.write_text(json.dumps(split))
     tmp.replace(split_file)
     return root
+
+
+def resolve_data_root(spec: RunSpec, create: bool = True) -> Path:
+    """The run's data root: ``data_root``; with ``smoke`` and none, the synthetic dataset under the
+    cache root (generated when ``create``); else :func:`lowres_clip.datasets.default_data_root`."""
+    cfg = spec.config
+    if cfg.data_root:
+        return Path(cfg.data_root)
+    if cfg.smoke:
+        root = spec.cache_root / "smoke-data"
+        return make_smoke_dataset(root, cfg.dataset) if create else root
+    return default_data_root()

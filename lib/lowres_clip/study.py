@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 from tqdm.auto import tqdm
 
+from . import interrupt, preflight
 from . import registry
 from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config
 from .spec import RunSpec
@@ -191,10 +192,10 @@ def plan_study(
         ConfigError: unknown profile, profile key, method, override or notebook parameter (named).
         StudyError: a notebook is missing.
     """
+    overrides, shots, seeds, methods = preflight.grid_overrides(overrides, shots, seeds, methods)
     prof = load_profile(profile)
     grid = prof.grid
-    if dataset not in grid.datasets:
-        raise ConfigError(f"dataset {dataset!r} is not in profile {prof.name!r}'s grid.datasets {grid.datasets}.")
+    preflight.check_dataset_name(dataset)  # grid.datasets are defaults: any dataset runs with the profile
     labels = _subset("methods", [canonical_label(m) for m in methods] if methods else None, grid.methods)
     shot_list = _subset("shots", shots, grid.shots)
     seed_list = _subset("seeds", seeds, grid.seeds)
@@ -365,6 +366,7 @@ def run_study(
     progress: bool = True,
     command: str | None = None,
     per_method: bool = True,
+    check: bool = True,
 ) -> StudyResult:
     """Run the study for ``dataset`` over the profile's grid (see the module docstring).
 
@@ -383,12 +385,16 @@ def run_study(
         progress: show a progress bar.
         command: the command line, for the study log.
         per_method: one notebook execution per method over the grid (see :func:`plan_study`).
+        check: run the preflight (:func:`lowres_clip.preflight.require`) before the first notebook.
     """
     t0 = time.time()
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir, per_method)
     base = RunSpec(_resolve(load_profile(profile), jobs[-1].parameters, {}))
     _check_device(base.config.device)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
+    if check:  # data, images, model, weights: one line per problem before any kernel starts
+        configs = {spec.config_hash: spec.config for job in jobs for spec in job.specs}
+        preflight.require([base.config, *configs.values()], progress=progress)
     if executor is None:
         ensure_kernel(kernel_name)
         executor = lambda job: execute(job, kernel_name, notebooks_dir)  # noqa: E731
@@ -396,31 +402,34 @@ def run_study(
     status: dict[str, str] = {}
     ran: set[str] = set()
     bar = tqdm(jobs, desc=f"study {dataset}", unit="notebook", disable=not progress)
-    for job in bar:
-        bar.set_postfix_str(job.name[-60:])
-        broken = [d for d in job.depends if status.get(d) == "failed"]
-        if broken:
-            status[job.name] = "failed"
-            result.failed[job.name] = f"not run: {broken[0]} failed"
-            continue
-        if _should_skip(job, force, ran):
-            status[job.name] = "skipped"
-            result.skipped.append(job.name)
-            continue
-        if force:  # notebooks reuse runs finished with the same settings: forget the selected ones first
-            for spec in job.specs:
-                spec.record_path.unlink(missing_ok=True)
-        try:
-            executor(job)
-        except Exception as exc:  # a failing notebook must not stop the others
-            status[job.name] = "failed"
-            result.failed[job.name] = _error_message(exc) + f" (see {job.output})"
-        else:
-            status[job.name] = "ran"
-            ran.add(job.name)
-            result.ran.append(job.name)
-        if job.output.exists():
-            result.executed[job.name] = job.output
+    with interrupt.guard([j.name for j in jobs], result.ran, result.skipped, result.failed, bar.close) as guard:
+        for job in bar:
+            guard.current = job.name
+            bar.set_postfix_str(job.name[-60:])
+            broken = [d for d in job.depends if status.get(d) == "failed"]
+            if broken:
+                status[job.name] = "failed"
+                result.failed[job.name] = f"not run: {broken[0]} failed"
+                continue
+            if _should_skip(job, force, ran):
+                status[job.name] = "skipped"
+                result.skipped.append(job.name)
+                continue
+            if force:  # notebooks reuse runs finished with the same settings: forget the selected ones first
+                for spec in job.specs:
+                    spec.record_path.unlink(missing_ok=True)
+            try:
+                executor(job)
+            except Exception as exc:  # a failing notebook must not stop the others
+                interrupt.raise_if_interrupt(exc)  # ... but Ctrl-C in its kernel stops the study
+                status[job.name] = "failed"
+                result.failed[job.name] = _error_message(exc) + f" (see {job.output})"
+            else:
+                status[job.name] = "ran"
+                ran.add(job.name)
+                result.ran.append(job.name)
+            if job.output.exists():
+                result.executed[job.name] = job.output
     bar.close()
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
@@ -459,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m lowres_clip.study``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m lowres_clip.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", help="profile name (paper, cpu, smoke) or YAML path")
-    parser.add_argument("--dataset", required=True, help="a dataset of the profile's grid (eurosat, circuits)")
+    parser.add_argument("--dataset", required=True, help="eurosat, circuits or imagefolder:<path> (any profile)")
     parser.add_argument("--data-root", default=None, help="dataset folder (default: $LOWRES_CLIP_DATA or ../shared/data)")
     parser.add_argument("--force", action="store_true", help="rerun finished runs too")
     parser.add_argument("--runs-root", default=None)
@@ -492,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
         result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
                            **kwargs)
-    except (ConfigError, StudyError) as exc:
+    except interrupt.Interrupted as exc:
+        print(exc.summary(interrupt.rerun_command(argv)), file=sys.stderr)
+        return interrupt.EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted before the first notebook: nothing ran.", file=sys.stderr)
+        return interrupt.EXIT_CODE
+    except (ConfigError, StudyError, preflight.PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.summary())

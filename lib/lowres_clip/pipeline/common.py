@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Iterator
 
-from ..datasets import Sample, SplitDataset, default_data_root
+from ..datasets import Sample, SplitDataset
 from ..features import FeatureCache
-from ..smoke import make_smoke_dataset
+from ..smoke import resolve_data_root  # noqa: F401 (re-exported: the steps use it)
 from ..spec import RunSpec
-
-
-def resolve_data_root(spec: RunSpec, create: bool = True) -> Path:
-    """The run's data root: ``data_root``; with ``smoke`` and none, the synthetic dataset under the
-    cache root (generated when ``create``); else :func:`lowres_clip.datasets.default_data_root`."""
-    cfg = spec.config
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    if cfg.smoke:
-        root = spec.cache_root / "smoke-data"
-        return make_smoke_dataset(root, cfg.dataset) if create else root
-    return default_data_root()
 
 
 def feature_cache(spec: RunSpec) -> FeatureCache:

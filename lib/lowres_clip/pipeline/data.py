@@ -22,7 +22,7 @@ def prepare_data(spec: RunSpec) -> tuple[SplitDataset, FewShotSplit]:
             or set ``data_root`` / ``$LOWRES_CLIP_DATA``).
     """
     cfg = spec.config
-    ds = load_dataset(cfg.dataset, resolve_data_root(spec))
+    ds = load_dataset(cfg.dataset, resolve_data_root(spec), exclude=cfg.exclude)
     split = few_shot(ds, cfg.shots, cfg.seed, cfg.long_tail_ratio, save_dir=spec.split_dir)
     return ds, split
 
