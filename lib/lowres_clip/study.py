@@ -304,16 +304,6 @@ def _check_notebooks(jobs: Sequence[Job], nb_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- running
-def _check_device(device: str) -> None:
-    """A CUDA device asked for on a machine without one is an error before any notebook starts."""
-    from .models import resolve_device
-
-    try:
-        resolve_device(device)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
 def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> None:
     """Execute one job's notebook with papermill (raises on a failing cell)."""
     import papermill
@@ -391,8 +381,7 @@ def run_study(
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir, per_method)
     base = RunSpec(_resolve(load_profile(profile), jobs[-1].parameters, {}))
-    _check_device(base.config.device)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
-    if check:  # data, images, model, weights: one line per problem before any kernel starts
+    if check:  # data, images, model, weights, device: one line per problem before any kernel starts
         configs = {spec.config_hash: spec.config for job in jobs for spec in job.specs}
         preflight.require([base.config, *configs.values()], progress=progress)
     if executor is None:
