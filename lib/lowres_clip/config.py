@@ -62,7 +62,7 @@ TRAINING_FREE = ("zero_shot", "linear_probe")
 AUGMENTATIONS = ("none", "classic", "diffusion")
 AUGMENT_USES = ("both", "preserving", "breaking")
 DEVICES = ("auto", "cpu", "cuda")
-PROFILE_KEYS = ("description", "defaults", "grid")
+PROFILE_KEYS = ("description", "defaults", "grid", "cluster")
 GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
 
 
@@ -544,6 +544,7 @@ class Profile:
         defaults: the (validated) mapping of :class:`RunConfig` values the profile sets.
         grid: what the study runs.
         path: the YAML file it was read from.
+        cluster: the (validated) ``cluster:`` mapping: executor defaults (:mod:`lowres_clip.cluster`).
     """
 
     name: str
@@ -551,6 +552,7 @@ class Profile:
     defaults: dict[str, Any]
     grid: Grid
     path: Path | None = None
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     def config(self, overrides: Mapping[str, Any] | None = None) -> RunConfig:
         """The profile's defaults with ``overrides`` (possibly dotted keys) applied."""
@@ -594,7 +596,14 @@ def parse_profile(raw: Mapping[str, Any], name: str, path: Path | None = None) -
         grid.validate()
     except ConfigError as exc:
         raise ConfigError(f"profile {name!r}: {exc}") from exc
-    return Profile(name, str(raw.get("description", "")), defaults, grid, path)
+    cluster = dict(raw.get("cluster") or {})
+    try:
+        from .cluster import parse_cluster  # light module; imported here because it builds on this one
+
+        parse_cluster(cluster)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name!r}: {exc}") from exc
+    return Profile(name, str(raw.get("description", "")), defaults, grid, path, cluster)
 
 
 @functools.lru_cache(maxsize=32)

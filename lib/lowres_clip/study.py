@@ -1,6 +1,6 @@
 """Rerun the whole study headless: the numbered notebooks over a profile's grid, with papermill.
 
-``python -m lowres_clip.study --profile cpu --dataset eurosat [--force] [--data-root DIR]``
+``python -m lowres_clip.study --profile cpu --dataset eurosat [--force] [--data-root DIR] [--executor slurm ...]``
 
 For one dataset and every (K, seed) of the profile's grid it executes, in order:
 
@@ -22,6 +22,12 @@ reported at the end and the others go on (notebooks depending on it are reported
 running); the exit code is 1 if anything failed. Every run's configuration and every notebook
 parameter is validated before the first notebook starts, so a typo fails at once, naming the key.
 
+Executors (:mod:`lowres_clip.executors`, ``--executor``): ``sequential`` (default), ``local``
+(``--workers N`` notebooks in parallel on this machine, one GPU each) or ``slurm`` (one Slurm job per
+notebook, the dependencies as Slurm dependencies; resources from ``--slurm-*`` or the profile's
+``cluster:`` section). Skipping, ``--force`` and the failure report are the same for all three;
+``--dry-run`` prints what would run or be submitted, with the executor and its resources.
+
 Kernel: notebooks run on the Jupyter kernel ``python3`` (``--kernel``). Started from this
 interpreter, jupyter_client maps the ``python3`` kernel spec to ``sys.executable``, i.e. the
 project's virtualenv. If no such kernel spec exists, :func:`ensure_kernel` installs the
@@ -37,14 +43,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import yaml
-from tqdm.auto import tqdm
 
 from . import pipeline
 from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config, split_method_label
 from .runs import is_finished
+
+if TYPE_CHECKING:
+    from . import executors
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NB_DATA = "00_data.ipynb"
@@ -111,6 +119,8 @@ class StudyResult:
         executed: job name -> executed notebook path.
         tables: the aggregated table files.
         seconds: wall time.
+        job_ids: job name -> Slurm job id (``slurm`` executor).
+        logs: job name -> log file (``slurm`` executor: the job's stderr; ``.out`` beside it).
     """
 
     ran: list[str] = field(default_factory=list)
@@ -119,6 +129,8 @@ class StudyResult:
     executed: dict[str, Path] = field(default_factory=dict)
     tables: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    job_ids: dict[str, str] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -331,8 +343,10 @@ def run_study(
     seeds: Sequence[int] | None = None,
     kernel_name: str = KERNEL_NAME,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
-    executor: Callable[[Job], None] | None = None,
+    executor: Callable[[Job], None] | str | executors.StudyExecutor | None = None,
     progress: bool = True,
+    cluster: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> StudyResult:
     """Run the study for ``dataset`` over the profile's grid (see the module docstring).
 
@@ -347,45 +361,33 @@ def run_study(
         methods, shots, seeds: restrict the grid.
         kernel_name: Jupyter kernel the notebooks run on.
         notebooks_dir: folder of the numbered notebooks.
-        executor: runs one job (default: papermill via :func:`execute`).
+        executor: ``sequential`` | ``local`` | ``slurm`` (default: the profile's ``cluster.executor``,
+            else ``sequential``; :mod:`lowres_clip.executors`), an executor, or a function running
+            one job in this process (sequentially; tests).
         progress: show a progress bar.
+        cluster: executor settings on top of the profile's ``cluster:`` (e.g. ``{"workers": 2,
+            "slurm": {"partition": "gpu"}}``; :class:`lowres_clip.cluster.ClusterConfig`).
+        dry_run: print what would run or be submitted (executor, resources, skips), run nothing.
     """
+    from . import executors
+    from .cluster import merge_cluster
+
     t0 = time.time()
     jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir)
-    base = _resolve(load_profile(profile), jobs[-1].parameters, {})
-    pipeline.resolve_device(base)  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
-    if executor is None:
-        ensure_kernel(kernel_name)
-        executor = lambda job: execute(job, kernel_name, notebooks_dir)  # noqa: E731
+    prof = load_profile(profile)
+    base = _resolve(prof, jobs[-1].parameters, {})
     root = pipeline.runs_root(base)
-    result = StudyResult()
-    status: dict[str, str] = {}
-    ran: set[str] = set()
-    bar = tqdm(jobs, desc=f"study {dataset}", unit="notebook", disable=not progress)
-    for job in bar:
-        bar.set_postfix_str(job.name[-60:])
-        broken = [d for d in job.depends if status.get(d) == "failed"]
-        if broken:
-            status[job.name] = "failed"
-            result.failed[job.name] = f"not run: {broken[0]} failed"
-            continue
-        if _should_skip(job, force, root, ran):
-            status[job.name] = "skipped"
-            result.skipped.append(job.name)
-            continue
-        try:
-            executor(job)
-        except Exception as exc:  # a failing notebook must not stop the others
-            status[job.name] = "failed"
-            result.failed[job.name] = _error_message(exc) + f" (see {job.output})"
-        else:
-            status[job.name] = "ran"
-            ran.add(job.name)
-            result.ran.append(job.name)
-        if job.output.exists():
-            result.executed[job.name] = job.output
-    bar.close()
+    runner = executors.make_executor(executor, merge_cluster(prof.cluster, cluster), root, kernel_name, notebooks_dir)
+    should_skip = lambda job, ran: _should_skip(job, force, root, ran)  # noqa: E731
+    if dry_run:
+        print(runner.plan_text(jobs, should_skip))
+        return StudyResult(seconds=time.time() - t0)
+    if runner.checks_device_here:  # e.g. a CUDA profile on a machine without a GPU fails here, not per run
+        pipeline.resolve_device(base)
+    if executor is None or isinstance(executor, str):
+        ensure_kernel(kernel_name)
+    result = runner.run(jobs, should_skip, progress)
     result.tables = [p for p in pipeline.table_paths(base) if p.exists()]
     result.seconds = time.time() - t0
     return result
@@ -400,6 +402,42 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE (e.g. train.iterations=50), got {item!r}.")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--workers`` and the ``--slurm-*`` flags (defaults: the profile's ``cluster:``)."""
+    from .cluster import EXECUTORS
+
+    g = parser.add_argument_group("executor (defaults: the profile's cluster: section; see lowres_clip.executors)")
+    g.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="sequential (default), local (--workers in parallel here) or slurm (one job per notebook)")
+    g.add_argument("--workers", type=int, default=None, help="local: notebooks in parallel, one GPU each (implies --executor local)")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-account", default=None)
+    g.add_argument("--slurm-time", default=None, help="time limit per notebook, e.g. 04:00:00 (default)")
+    g.add_argument("--slurm-gpus", type=int, default=None, help="GPUs per notebook (default 1; 0: none)")
+    g.add_argument("--slurm-cpus", type=int, default=None, help="CPUs per notebook (default 8)")
+    g.add_argument("--slurm-mem", default=None, help="memory per notebook, e.g. 32G (default)")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-extra qos=high --slurm-extra constraint=a100 (KEY= for a bare flag)")
+    g.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before each notebook, e.g. 'module load cuda'")
+    g.add_argument("--slurm-log-dir", default=None, help="submission scripts and logs (default {runs_root}/slurm)")
+
+
+def _cluster_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor flags given on the command line, as a ``cluster:`` mapping."""
+    extra: dict[str, Any] = {}
+    for item in args.slurm_extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--slurm-extra expects KEY=VALUE (e.g. qos=high), got {item!r}.")
+        extra[key.strip().lstrip("-")] = value if value else True  # Slurm reads strings; KEY= is a bare flag
+    slurm = {"partition": args.slurm_partition, "account": args.slurm_account, "time": args.slurm_time,
+             "gpus": args.slurm_gpus, "cpus": args.slurm_cpus, "mem": args.slurm_mem, "log_dir": args.slurm_log_dir,
+             "extra": extra or None, "setup": args.slurm_setup or None}
+    executor = args.executor or ("local" if args.workers is not None else None)
+    return {"executor": executor, "workers": args.workers, "slurm": slurm}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,18 +457,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run setting for every run, e.g. --set train.iterations=50")
     parser.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name")
-    parser.add_argument("--dry-run", action="store_true", help="validate and list the notebooks, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and list what would run or be submitted (executor, resources), run nothing")
+    _add_executor_arguments(parser)
     args = parser.parse_args(argv)
     try:
         overrides = _parse_set(args.set)
         kwargs = dict(data_root=args.data_root, runs_root=args.runs_root, figures_root=args.figures_root,
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
                       methods=args.methods, shots=args.shots, seeds=args.seeds)
+        result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel,
+                           cluster=_cluster_arguments(args), dry_run=args.dry_run, **kwargs)
         if args.dry_run:
-            for job in plan_study(args.profile, args.dataset, **kwargs):
-                print(f"{job.notebook:28s} {job.name}")
             return 0
-        result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, **kwargs)
     except (ConfigError, StudyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
