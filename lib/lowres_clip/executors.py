@@ -54,6 +54,7 @@ SlotRunner = Callable[[Job, Mapping[str, str]], None]
 """Runs one job with extra environment variables (``CUDA_VISIBLE_DEVICES``); raises on failure."""
 
 LIB_DIR = Path(__file__).resolve().parents[1]  # the folder holding this package (repo/lib)
+RESULT_GRACE_S = 60.0  # a Slurm job with a result counts as ended after this long, whatever sacct says
 
 
 class JobFailed(RuntimeError):
@@ -441,20 +442,28 @@ class SlurmStudyExecutor(StudyExecutor):
             marker = f"{JobFailed.__module__}.{JobFailed.__name__}: "
             found = [ln.split(marker, 1)[1] for ln in text.splitlines() if marker in ln]
             why = found[-1] if found else _one_line(text.splitlines()[-1] if text.strip() else type(exc).__name__)
-            return f"{why} ({where}, {state})"
+            return f"{why} ({where})"
         return f"{state} without a result ({where})"
 
     def wait_all(self, planned: Sequence[Submission], handles: Mapping[str, Any], result: StudyResult,
                  progress: bool = True) -> None:
-        """Poll Slurm (one ``sacct`` for all jobs) until every submitted job has ended."""
+        """Poll Slurm (one ``sacct`` for all jobs) until every submitted job has ended.
+
+        A job has ended when Slurm accounting says so; a job whose result is written but whose
+        state stays unfinished for ``RESULT_GRACE_S`` (accounting lagging or broken) counts as ended.
+        """
         pending = dict(handles)
         bar = tqdm(total=len(handles), desc="study (slurm)", unit="job", disable=not progress)
         deps = {s.job.name: s.after_ok for s in planned}
+        result_seen: dict[str, float] = {}
         try:
             while pending:
                 next(iter(pending.values())).watcher.update()
                 for name, sjob in list(pending.items()):
-                    if not (sjob.paths.result_pickle.exists() or sjob.watcher.is_done(sjob.job_id, mode="cache")):
+                    if sjob.paths.result_pickle.exists():
+                        result_seen.setdefault(name, time.monotonic())
+                    lagging = name in result_seen and time.monotonic() - result_seen[name] > RESULT_GRACE_S
+                    if not (sjob.watcher.is_done(sjob.job_id, mode="cache") or lagging):
                         continue
                     del pending[name]
                     bar.update()
