@@ -211,3 +211,10 @@ def test_dry_run_lists_what_would_be_submitted_and_skips_finished_runs(roots, ca
     assert any(l.split()[:3] == ["submit", study.NB_FAILURE, FAILURE] and l.endswith(f"after {lora}") for l in lines)
     assert lines[-1] == "4 to submit, 1 skipped"
     assert not (Path(roots["runs_root"]) / "slurm").exists()  # nothing submitted
+
+
+def test_slurm_executor_without_slurm_says_what_to_do(roots, monkeypatch):
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    with pytest.raises(study.StudyError, match="needs Slurm's sbatch and srun on PATH"):
+        run_grid(roots, executors.SlurmStudyExecutor(SlurmSettings(), log_dir=Path(roots["runs_root"]) / "slurm"))
+    assert not (Path(roots["runs_root"]) / "slurm").exists()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -490,10 +491,22 @@ class SlurmStudyExecutor(StudyExecutor):
         finally:
             bar.close()
 
+    @staticmethod
+    def check_available() -> None:
+        """Raise :class:`StudyError` when this machine cannot submit Slurm jobs."""
+        if shutil.which("sbatch") is None or shutil.which("srun") is None:
+            raise StudyError("--executor slurm needs Slurm's sbatch and srun on PATH: run the study on a login "
+                             "node of the cluster (or start a single-node Slurm here: sudo .ci/slurm.sh start).")
+        try:
+            import submitit  # noqa: F401
+        except ImportError as exc:
+            raise StudyError("--executor slurm needs submitit: pip install -r requirements.txt.") from exc
+
     def run(self, jobs: Sequence[Job], should_skip: SkipRule, progress: bool = True) -> StudyResult:
         planned, skipped = plan_submissions(jobs, should_skip)
         result = StudyResult(skipped=skipped)
         if planned:
+            self.check_available()
             self.log_dir.mkdir(parents=True, exist_ok=True)
             handles = self.submit_all(planned, result)
             if progress:
