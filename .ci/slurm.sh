@@ -89,6 +89,11 @@ start_mariadb() {
     wait_for "MariaDB" 60 mysql_ok
     note_started mariadb "$MYSQL_PID"
   fi
+  if [ ! -e "$STATE/ctld/job_state" ] && ! pid_alive "$STATE/pid/slurmdbd.pid"; then
+    # a controller without saved state numbers its jobs from 1 again: old accounting records of
+    # the same ids would give sacct (and so submitit) stale states, so accounting starts afresh too
+    mariadb --socket="$MYSQL_SOCK" -e "DROP DATABASE IF EXISTS $DB_NAME;"
+  fi
   mariadb --socket="$MYSQL_SOCK" -e "
     CREATE DATABASE IF NOT EXISTS $DB_NAME;
     CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';

@@ -37,10 +37,13 @@ def slurm_problem() -> str | None:
     """Why the Slurm tests cannot run here (``None``: they can)."""
     if shutil.which("sbatch") is None:
         return "sbatch is absent (a single-node Slurm: sudo .ci/slurm.sh start)"
-    done = subprocess.run(["sinfo", "-h", "-o", "%a %t"], capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%a %t"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 60 s; start a Slurm with .ci/slurm.sh start"
     if done.returncode != 0 or not done.stdout.strip():
         return f"no Slurm controller answers (sinfo: {done.stderr.strip()[:200]}); start one with .ci/slurm.sh start"
-    if shutil.which("sacct") is None or subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0:
+    if shutil.which("sacct") is None or subprocess.run(["sacct", "-n", "-X"], capture_output=True, timeout=60).returncode != 0:
         return "Slurm job accounting (sacct) does not answer; submitit reads job states with it"
     return None
 

@@ -27,8 +27,10 @@ this package is put first on their ``PYTHONPATH``, and they run on this interpre
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pickle
+import shlex
 import shutil
 import socket
 import subprocess
@@ -368,7 +370,7 @@ def sbatch_parameters(settings: SlurmSettings, name: str, after_ok: Sequence[str
         extra["mem"] = settings.mem
     params["additional_parameters"] = extra
     # the same sources as the submitting process, then the user's own set-up lines
-    params["setup"] = [f"export PYTHONPATH={LIB_DIR}${{PYTHONPATH:+:$PYTHONPATH}}", *settings.setup]
+    params["setup"] = [f"export PYTHONPATH={shlex.quote(str(LIB_DIR))}${{PYTHONPATH:+:$PYTHONPATH}}", *settings.setup]
     return params
 
 
@@ -497,10 +499,8 @@ class SlurmStudyExecutor(StudyExecutor):
         if shutil.which("sbatch") is None or shutil.which("srun") is None:
             raise StudyError("--executor slurm needs Slurm's sbatch and srun on PATH: run the study on a login "
                              "node of the cluster (or start a single-node Slurm here: sudo .ci/slurm.sh start).")
-        try:
-            import submitit  # noqa: F401
-        except ImportError as exc:
-            raise StudyError("--executor slurm needs submitit: pip install -r requirements.txt.") from exc
+        if importlib.util.find_spec("submitit") is None:
+            raise StudyError("--executor slurm needs submitit: pip install -r requirements.txt.")
 
     def run(self, jobs: Sequence[Job], should_skip: SkipRule, progress: bool = True) -> StudyResult:
         planned, skipped = plan_submissions(jobs, should_skip)
