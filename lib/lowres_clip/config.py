@@ -41,11 +41,8 @@ Notebook parameters override profile values: :func:`resolve_config`.
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import dataclasses
 import functools
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -53,6 +50,8 @@ from typing import Any, Mapping
 import yaml
 
 from . import registry
+from .cluster import parse_cluster
+from .strict import from_dict
 from .registry import AUGMENT_USES, AUGMENTATIONS, MethodLabel
 from .settings import (  # noqa: F401 (ConfigError is re-exported: the configuration's error)
     EMBEDDED_MODEL,
@@ -68,7 +67,7 @@ from .settings import (  # noqa: F401 (ConfigError is re-exported: the configura
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 DEVICES = ("auto", "cpu", "cuda")
-PROFILE_KEYS = ("description", "defaults", "grid")
+PROFILE_KEYS = ("description", "defaults", "grid", "cluster")
 GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
 
 
@@ -293,103 +292,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-# ----------------------------------------------------------------------------- strict building
-def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations of a foreign dataclass: check keys, not types
-        return {}
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Check ``value`` against the type ``hint`` (light coercion: int -> float, list -> tuple)."""
-    if hint is Any or hint is None:
-        return value
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of {hint.__name__} fields, got {value!r}.")
-        return from_dict(hint, value, path)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, path)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise ConfigError(f"{path}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}.")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: expected one of {args}, got {value!r}.")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}.")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}.")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}.")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{path}: expected a string, got {value!r}.")
-        return str(value)
-    if origin in (list, tuple, cabc.Sequence) or hint in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}.")
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            inner = Any  # fixed-length tuples: length and items are the owner's to check
-        else:
-            inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or hint is tuple else items
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}.")
-        return dict(value)
-    return value
-
-
-def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a (nested) mapping, strictly.
-
-    Unknown keys raise :class:`ConfigError` naming ``path.key`` and listing the accepted keys;
-    values are type-checked against the field annotations; nested dataclass fields are built
-    recursively. Validation errors of the dataclass itself (``__post_init__`` / ``validate``)
-    become :class:`ConfigError` too.
-    """
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            where = f"{path}.{key}" if path else key
-            raise ConfigError(f"unknown key '{where}' for {cls.__name__}; accepted keys: {', '.join(fields)}.")
-    hints = _type_hints(cls)
-    kwargs = {k: _coerce(v, hints.get(k, Any), f"{path}.{k}" if path else k) for k, v in data.items()}
-    try:
-        obj = cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
-    return obj
-
-
 def _nest(flat: Mapping[str, Any], path: str) -> dict[str, Any]:
     """``{"train.iterations": 5}`` -> ``{"train": {"iterations": 5}}`` (nested mappings kept)."""
     out: dict[str, Any] = {}
@@ -511,6 +413,7 @@ class Profile:
         defaults: the (validated) mapping of :class:`RunConfig` values the profile sets.
         grid: what the study runs.
         path: the YAML file it was read from.
+        cluster: the (validated) ``cluster:`` mapping: executor defaults (:mod:`lowres_clip.cluster`).
     """
 
     name: str
@@ -518,6 +421,7 @@ class Profile:
     defaults: dict[str, Any]
     grid: Grid
     path: Path | None = None
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     def config(self, overrides: Mapping[str, Any] | None = None) -> RunConfig:
         """The profile's defaults with ``overrides`` (possibly dotted keys) applied."""
@@ -561,7 +465,13 @@ def parse_profile(raw: Mapping[str, Any], name: str, path: Path | None = None) -
         grid.validate()
     except ConfigError as exc:
         raise ConfigError(f"profile {name!r}: {exc}") from exc
-    return Profile(name, str(raw.get("description", "")), defaults, grid, path)
+    cluster = dict(raw.get("cluster") or {})
+    try:
+
+        parse_cluster(cluster)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name!r}: {exc}") from exc
+    return Profile(name, str(raw.get("description", "")), defaults, grid, path, cluster)
 
 
 @functools.lru_cache(maxsize=32)

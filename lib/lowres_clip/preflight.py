@@ -210,6 +210,7 @@ def run_preflight(
     verify_images: bool = True,
     probe_weights: bool = True,
     progress: bool = True,
+    check_device: bool = True,
 ) -> PreflightReport:
     """Check the data, model, weights and device of every run, once per distinct value.
 
@@ -219,6 +220,7 @@ def run_preflight(
         probe_weights: ask the network whether uncached pretrained weights can be downloaded
             (a HEAD request); without it, uncached weights are a problem.
         progress: progress bars while decoding images.
+        check_device: check the device here (not for executors whose jobs run on other machines).
     """
     t0 = time.perf_counter()
     report = PreflightReport()
@@ -231,7 +233,7 @@ def run_preflight(
                 report.problems.append(text)
 
     for cfg in configs:
-        if (key := ("device", cfg.device)) not in seen:
+        if check_device and (key := ("device", cfg.device)) not in seen:
             seen.add(key)
             add("device", [p] if (p := device_problem(cfg.device)) else [])
         if (key := ("model", cfg.model, cfg.weights)) not in seen:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_write, atomic_write_text
 from .datasets import default_data_root
 from .spec import RunSpec
 
@@ -60,14 +61,12 @@ def make_smoke_dataset(root: str | Path, dataset: str = "eurosat", per_split: Se
                 n += 1
                 rel = f"{folder}/{folder}_{n}.png" if dataset == "eurosat" else f"{n}.png"
                 path = base / ("2750" if dataset == "eurosat" else "images") / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(class_pattern(label, n, size, seed)).save(path)
+                img = Image.fromarray(class_pattern(label, n, size, seed))
+                atomic_write(path, img.save)  # parallel notebooks may write the same files
                 split[part].append([rel, label, name])
     if dataset == "circuits":
-        (base / "label_map.json").write_text(json.dumps({str(i): c[1] for i, c in enumerate(SMOKE_CLASSES[dataset])}))
-    tmp = split_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(split))
-    tmp.replace(split_file)
+        atomic_write_text(base / "label_map.json", json.dumps({str(i): c[1] for i, c in enumerate(SMOKE_CLASSES[dataset])}))
+    atomic_write_text(split_file, json.dumps(split))  # last: its presence means the dataset is complete
     return root
 
 

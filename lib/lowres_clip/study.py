@@ -1,6 +1,6 @@
 """Rerun the whole study headless: the numbered notebooks over a profile's grid, with papermill.
 
-``python -m lowres_clip.study --profile cpu --dataset eurosat [--force] [--data-root DIR]``
+``python -m lowres_clip.study --profile cpu --dataset eurosat [--force] [--data-root DIR] [--executor slurm ...]``
 
 For one dataset and every (K, seed) of the profile's grid it executes, in order:
 
@@ -23,6 +23,12 @@ reported at the end and the others go on (notebooks depending on it are reported
 running); the exit code is 1 if anything failed. Every run's configuration and every notebook
 parameter is validated before the first notebook starts, so a typo fails at once, naming the key.
 
+Executors (:mod:`lowres_clip.executors`, ``--executor``): ``sequential`` (default), ``local``
+(``--workers N`` notebooks in parallel on this machine, one GPU each) or ``slurm`` (one Slurm job per
+notebook, the dependencies as Slurm dependencies; resources from ``--slurm-*`` or the profile's
+``cluster:`` section). Skipping, ``--force`` and the failure report are the same for all three;
+``--dry-run`` prints what would run or be submitted, with the executor and its resources.
+
 Kernel: notebooks run on the Jupyter kernel ``python3`` (``--kernel``). Started from this
 interpreter, jupyter_client maps the ``python3`` kernel spec to ``sys.executable``, i.e. the
 project's virtualenv. If no such kernel spec exists, :func:`ensure_kernel` installs the
@@ -36,99 +42,45 @@ import dataclasses
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import yaml
-from tqdm.auto import tqdm
 
 from . import interrupt, preflight
 from . import registry
 from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config
+from .jobs import (  # noqa: F401 (re-exported: the study's names)
+    KERNEL_NAME,
+    NB_AUG_GENERATE,
+    NB_AUG_TRAIN,
+    NB_BITFIT,
+    NB_DATA,
+    NB_FAILURE,
+    NB_LORA,
+    NB_META,
+    NB_REPORT,
+    NB_ZERO_SHOT,
+    NOTEBOOKS,
+    NOTEBOOKS_DIR,
+    Job,
+    StudyError,
+    StudyResult,
+    error_message,
+    execute,
+    should_skip,
+)
 from .spec import RunSpec
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-NB_DATA = "00_data.ipynb"
-NB_ZERO_SHOT = "01_zero_shot.ipynb"
-NB_LORA = "02_lora.ipynb"
-NB_BITFIT = "03_bitfit.ipynb"
-NB_META = "04_meta_adapter.ipynb"
-NB_AUG_GENERATE = "05_augment_generate.ipynb"
-NB_AUG_TRAIN = "06_augment_train.ipynb"
-NB_FAILURE = "07_failure_analysis.ipynb"
-NB_REPORT = "08_report_tables.ipynb"
-NOTEBOOKS = (NB_DATA, NB_ZERO_SHOT, NB_LORA, NB_BITFIT, NB_META, NB_AUG_GENERATE, NB_AUG_TRAIN, NB_FAILURE, NB_REPORT)
-KERNEL_NAME = "python3"
+if TYPE_CHECKING:
+    from . import executors
+
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-
-
-class StudyError(ValueError):
-    """The study cannot start (bad notebook folder, missing kernel); the message says what to do."""
 
 
 def notebook_for(label: str) -> str:
     """The notebook that runs a method label (see the module docstring)."""
     return registry.parse_label(label).notebook
-
-
-@dataclass
-class Job:
-    """One notebook execution of the study.
-
-    Attributes:
-        name: short label for progress and the report (``eurosat/lora/k16-s1``).
-        notebook: notebook file name in the notebooks folder.
-        parameters: papermill parameters.
-        output: where the executed notebook is written.
-        specs: the runs the notebook makes (empty for helper notebooks): one, or the method's
-            slice of the grid (every K and seed) when notebooks run per method.
-        outputs: files whose presence means a helper notebook's work is done.
-        depends: names of jobs that must succeed first.
-        needed_by: runs that need this helper (a helper is skipped when all are finished).
-    """
-
-    name: str
-    notebook: str
-    parameters: dict[str, Any]
-    output: Path
-    specs: list[RunSpec] = field(default_factory=list)
-    outputs: list[Path] = field(default_factory=list)
-    depends: list[str] = field(default_factory=list)
-    needed_by: list[RunSpec] = field(default_factory=list)
-
-
-@dataclass
-class StudyResult:
-    """What a study run did.
-
-    Attributes:
-        ran: names of the jobs executed successfully.
-        skipped: names of the jobs skipped (finished runs, helpers with nothing to do).
-        failed: job name -> error message (failing notebooks and jobs whose dependency failed).
-        executed: job name -> executed notebook path.
-        tables: the aggregated table files.
-        seconds: wall time.
-    """
-
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    executed: dict[str, Path] = field(default_factory=dict)
-    tables: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self) -> str:
-        """A human-readable report (ends with the failures, one per line)."""
-        lines = [f"study: {len(self.ran)} ran, {len(self.skipped)} skipped, {len(self.failed)} failed "
-                 f"in {self.seconds:.0f} s"]
-        lines += [f"  tables: {p}" for p in self.tables if p.suffix == ".md"]
-        lines += [f"  FAILED {name}: {msg}" for name, msg in self.failed.items()]
-        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -304,39 +256,6 @@ def _check_notebooks(jobs: Sequence[Job], nb_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- running
-def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> None:
-    """Execute one job's notebook with papermill (raises on a failing cell)."""
-    import papermill
-
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(Path(notebooks_dir) / job.notebook), str(job.output), parameters=job.parameters,
-        kernel_name=kernel_name, progress_bar=False, cwd=str(notebooks_dir),
-    )
-
-
-def _error_message(exc: BaseException) -> str:
-    ename = getattr(exc, "ename", None)
-    if ename:  # papermill.PapermillExecutionError
-        return f"{ename}: {str(getattr(exc, 'evalue', '')).strip()[:500]}"
-    return f"{type(exc).__name__}: {str(exc).strip()[:500]}"
-
-
-def _should_skip(job: Job, force: bool, ran: set[str]) -> bool:
-    """Whether a job has nothing to do (see the module docstring)."""
-    if force:
-        return False
-    if job.notebook == NB_REPORT:  # the report reads every record: redo it when anything ran
-        return not ran and all(p.exists() for p in job.outputs)
-    if job.specs:
-        return all(spec.is_finished() for spec in job.specs)
-    if any(not spec.is_finished() for spec in job.needed_by):
-        return False  # a run still needs this helper's output
-    if any(d in ran for d in job.depends):
-        return False  # its inputs changed in this study run
-    return all(p.exists() for p in job.outputs)
-
-
 def run_study(
     profile: str | Path | Profile,
     dataset: str,
@@ -352,11 +271,13 @@ def run_study(
     seeds: Sequence[int] | None = None,
     kernel_name: str = KERNEL_NAME,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
-    executor: Callable[[Job], None] | None = None,
+    executor: Callable[[Job], None] | str | executors.StudyExecutor | None = None,
     progress: bool = True,
     command: str | None = None,
-    per_method: bool = True,
+    per_method: bool | None = None,
     check: bool = True,
+    cluster: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> StudyResult:
     """Run the study for ``dataset`` over the profile's grid (see the module docstring).
 
@@ -371,55 +292,45 @@ def run_study(
         methods, shots, seeds: restrict the grid.
         kernel_name: Jupyter kernel the notebooks run on.
         notebooks_dir: folder of the numbered notebooks.
-        executor: runs one job (default: papermill via :func:`execute`).
+        executor: ``sequential`` | ``local`` | ``slurm`` (default: the profile's ``cluster.executor``,
+            else ``sequential``; :mod:`lowres_clip.executors`), an executor, or a function running
+            one job in this process (sequentially; tests).
         progress: show a progress bar.
         command: the command line, for the study log.
-        per_method: one notebook execution per method over the grid (see :func:`plan_study`).
+        per_method: one notebook execution per method over the grid (see :func:`plan_study`);
+            ``None``: so for the sequential executor, one job per run for local workers and Slurm.
         check: run the preflight (:func:`lowres_clip.preflight.require`) before the first notebook.
+        cluster: executor settings on top of the profile's ``cluster:`` (e.g. ``{"workers": 2,
+            "slurm": {"partition": "gpu"}}``; :class:`lowres_clip.cluster.ClusterConfig`).
+        dry_run: print what would run or be submitted (executor, resources, skips), run nothing.
     """
+    from . import executors
+    from .cluster import merge_cluster
+
     t0 = time.time()
-    jobs = plan_study(profile, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
+    prof = load_profile(profile)
+    settings = merge_cluster(prof.cluster, cluster)
+    if per_method is None:  # in one process: one kernel per method; spread over workers: one job per run
+        name = executor if isinstance(executor, str) else settings.executor if executor is None else \
+            getattr(executor, "name", "sequential")
+        per_method = name == "sequential"
+    jobs = plan_study(prof, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir, per_method)
-    base = RunSpec(_resolve(load_profile(profile), jobs[-1].parameters, {}))
+    base = RunSpec(_resolve(prof, jobs[-1].parameters, {}))
+    runner = executors.make_executor(executor, settings, base.runs_root, kernel_name, notebooks_dir)
+    skip = lambda job, ran: should_skip(job, force, ran)  # noqa: E731
+    if dry_run:
+        print(runner.plan_text(jobs, skip))
+        return StudyResult(seconds=time.time() - t0)
     if check:  # data, images, model, weights, device: one line per problem before any kernel starts
         configs = {spec.config_hash: spec.config for job in jobs for spec in job.specs}
-        preflight.require([base.config, *configs.values()], progress=progress)
-    if executor is None:
+        preflight.require([base.config, *configs.values()], progress=progress, check_device=runner.checks_device_here)
+    if force:  # notebooks reuse runs finished with the same settings: forget the selected ones first
+        for spec in (spec for job in jobs for spec in job.specs):
+            spec.record_path.unlink(missing_ok=True)
+    if executor is None or isinstance(executor, str):
         ensure_kernel(kernel_name)
-        executor = lambda job: execute(job, kernel_name, notebooks_dir)  # noqa: E731
-    result = StudyResult()
-    status: dict[str, str] = {}
-    ran: set[str] = set()
-    bar = tqdm(jobs, desc=f"study {dataset}", unit="notebook", disable=not progress)
-    with interrupt.guard([j.name for j in jobs], result.ran, result.skipped, result.failed, bar.close) as guard:
-        for job in bar:
-            guard.current = job.name
-            bar.set_postfix_str(job.name[-60:])
-            broken = [d for d in job.depends if status.get(d) == "failed"]
-            if broken:
-                status[job.name] = "failed"
-                result.failed[job.name] = f"not run: {broken[0]} failed"
-                continue
-            if _should_skip(job, force, ran):
-                status[job.name] = "skipped"
-                result.skipped.append(job.name)
-                continue
-            if force:  # notebooks reuse runs finished with the same settings: forget the selected ones first
-                for spec in job.specs:
-                    spec.record_path.unlink(missing_ok=True)
-            try:
-                executor(job)
-            except Exception as exc:  # a failing notebook must not stop the others
-                interrupt.raise_if_interrupt(exc)  # ... but Ctrl-C in its kernel stops the study
-                status[job.name] = "failed"
-                result.failed[job.name] = _error_message(exc) + f" (see {job.output})"
-            else:
-                status[job.name] = "ran"
-                ran.add(job.name)
-                result.ran.append(job.name)
-            if job.output.exists():
-                result.executed[job.name] = job.output
-    bar.close()
+    result = runner.run(jobs, skip, progress)
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
     write_log(base, result, command)
@@ -453,6 +364,42 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--workers`` and the ``--slurm-*`` flags (defaults: the profile's ``cluster:``)."""
+    from .cluster import EXECUTORS
+
+    g = parser.add_argument_group("executor (defaults: the profile's cluster: section; see lowres_clip.executors)")
+    g.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="sequential (default), local (--workers in parallel here) or slurm (one job per notebook)")
+    g.add_argument("--workers", type=int, default=None, help="local: notebooks in parallel, one GPU each (implies --executor local)")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-account", default=None)
+    g.add_argument("--slurm-time", default=None, help="time limit per notebook, e.g. 04:00:00 (default)")
+    g.add_argument("--slurm-gpus", type=int, default=None, help="GPUs per notebook (default 1; 0: none)")
+    g.add_argument("--slurm-cpus", type=int, default=None, help="CPUs per notebook (default 8)")
+    g.add_argument("--slurm-mem", default=None, help="memory per notebook, e.g. 32G (default)")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-extra qos=high --slurm-extra constraint=a100 (KEY= for a bare flag)")
+    g.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before each notebook, e.g. 'module load cuda'")
+    g.add_argument("--slurm-log-dir", default=None, help="submission scripts and logs (default {runs_root}/slurm)")
+
+
+def _cluster_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor flags given on the command line, as a ``cluster:`` mapping."""
+    extra: dict[str, Any] = {}
+    for item in args.slurm_extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--slurm-extra expects KEY=VALUE (e.g. qos=high), got {item!r}.")
+        extra[key.strip().lstrip("-")] = value if value else True  # Slurm reads strings; KEY= is a bare flag
+    slurm = {"partition": args.slurm_partition, "account": args.slurm_account, "time": args.slurm_time,
+             "gpus": args.slurm_gpus, "cpus": args.slurm_cpus, "mem": args.slurm_mem, "log_dir": args.slurm_log_dir,
+             "extra": extra or None, "setup": args.slurm_setup or None}
+    executor = args.executor or ("local" if args.workers is not None else None)
+    return {"executor": executor, "workers": args.workers, "slurm": slurm}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m lowres_clip.study``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m lowres_clip.study", description=__doc__.split("\n\n")[0])
@@ -470,26 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run setting for every run, e.g. --set train.iterations=50")
     parser.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name")
-    parser.add_argument("--dry-run", action="store_true", help="validate and list the notebooks, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and list what would run or be submitted (executor, resources), run nothing")
     parser.add_argument("--per-run", action="store_true",
                         help="one notebook execution per run (default: one per method over its K x seed grid)")
+    _add_executor_arguments(parser)
     args = parser.parse_args(argv)
     try:
         overrides = _parse_set(args.set)
         kwargs = dict(data_root=args.data_root, runs_root=args.runs_root, figures_root=args.figures_root,
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
-                      methods=args.methods, shots=args.shots, seeds=args.seeds, per_method=not args.per_run)
-        if args.dry_run:
-            jobs = plan_study(args.profile, args.dataset, **kwargs)
-            for job in jobs:
-                done = bool(job.specs) and all(spec.is_finished() for spec in job.specs) and not args.force
-                state = f"{len(job.specs)} runs, finished (skip)" if done else (f"{len(job.specs)} runs" if job.specs else "")
-                print(f"{job.notebook:28s} {job.name}  {state}".rstrip())
-            print(f"{len(jobs)} notebook executions planned; finished runs are skipped unless --force")
-            return 0
+                      methods=args.methods, shots=args.shots, seeds=args.seeds,
+                      per_method=False if args.per_run else None)
         command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
         result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
-                           **kwargs)
+                           cluster=_cluster_arguments(args), dry_run=args.dry_run, **kwargs)
+        if args.dry_run:
+            return 0
     except interrupt.Interrupted as exc:
         print(exc.summary(interrupt.rerun_command(argv)), file=sys.stderr)
         return interrupt.EXIT_CODE
