@@ -50,5 +50,14 @@ notebooks: setup
 
 notebooks-clean: notebooks
 
+# Committed results: copy the study's records to figures/records/ and regenerate the tables and the
+# README's results block from them; reproduce reruns every committed record and prints old vs new.
+results: setup
+	$(PY) -m lowres_clip.results publish --dataset $(DATASET)
+	$(PY) -m lowres_clip.results render --dataset $(DATASET)
+
+reproduce: setup
+	$(PY) -m lowres_clip.results reproduce --dataset $(DATASET)
+
 clean-runs:
 	rm -rf runs

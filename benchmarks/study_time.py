@@ -115,10 +115,28 @@ def notebook_times(notebooks_out: Path) -> list[NotebookTime]:
 
 
 def record_timings(runs_root: Path, dataset: str) -> dict[str, dict[str, float]]:
-    """``{run_key: timings}`` of every run record the study wrote (train/eval seconds...)."""
+    """``{run id: timings}`` of every run record the study wrote (train/eval seconds...)."""
     if not runs_root.is_dir():
         return {}
-    return {r.run_key: dict(r.timings) for r in load_records(runs_root, dataset)}
+    return {r.run_id: dict(r.timings) for r in load_records(runs_root, dataset)}
+
+
+SHARES = {"data": ("data",), "model load": ("model",), "training": ("build", "augment", "train", "checkpoint"),
+          "evaluation": ("features", "eval"), "figures and saving": ("figures", "save")}
+
+
+def shares(times: list["NotebookTime"], records: dict[str, dict[str, float]], total: float) -> dict[str, float]:
+    """Seconds of the study by kind: kernel start-up and imports (notebook time outside the runs'
+    own timings, plus the runner outside notebooks), data, training, evaluation, figures."""
+    out = {k: sum(t.get(part, 0.0) for t in records.values() for part in parts) for k, parts in SHARES.items()}
+    in_runs = sum(t.get("total", 0.0) for t in records.values())
+    in_notebooks = sum(t.seconds for t in times)
+    out["other notebook work (data, augmentation, failure analysis, report)"] = max(0.0, in_notebooks - in_runs
+                                                                                  - sum(t.cells[0] if t.cells else 0 for t in times)
+                                                                                  - sum(t.cells[1] if len(t.cells) > 1 else 0 for t in times))
+    out["kernel start-up, imports, runner"] = total - in_notebooks + sum(
+        (t.cells[0] if t.cells else 0) + (t.cells[1] if len(t.cells) > 1 else 0) for t in times)
+    return out
 
 
 def print_report(times: list[NotebookTime], records: dict[str, dict[str, float]], total: float) -> None:
@@ -200,6 +218,9 @@ def main() -> int:
         times = notebook_times(out / "notebooks")
         records = record_timings(out / "runs", args.dataset)
     print_report(times, records, total)
+    print("\nshare of the wall time:")
+    for kind, seconds in shares(times, records, total).items():
+        print(f"  {kind:60s} {seconds / 60:6.2f} min {100 * seconds / total:5.1f}%")
     print(summary_line(args, seed, times, total, rc))
     return rc
 
