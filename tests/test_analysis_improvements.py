@@ -100,7 +100,7 @@ def test_figures(runs, tmp_path):
     none = dataclasses.replace(b, logits=LOGITS_A.copy())
     empty = imp.improvements_figure(a, none)
     assert any("no sample" in t.get_text() for ax in empty.axes for t in ax.texts)
-    paths = imp.write_improvements(a, b, k=2, root=tmp_path / "figures")
+    paths = imp.write_improvements(a, b, k=2, root=tmp_path / "figures", name="improvements_vs_zero_shot")
     d = tmp_path / "figures" / b.run_key
     assert sorted(p.name for p in paths) == ["improvements_vs_zero_shot.csv", "improvements_vs_zero_shot.md",
                                              "improvements_vs_zero_shot.png"]
