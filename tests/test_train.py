@@ -149,10 +149,10 @@ def test_training_raises_accuracy(bundle, data, method, lr, extra):
     result = train(adapted, data["train"], data["val"], _cfg(lr=lr, selection="best_val", **extra))
     after = _accuracy(adapted, data["val"])
     print(f"\n{method} {extra or ''}: {result.parameter_counts['total']} trainable; "
-          f"val accuracy {before:.2f} -> {after:.2f} (best step {result.best_step}, {result.seconds:.1f}s)")
+          f"val accuracy {before:.2f} -> {after:.2f} (kept step {result.selected_step}, {result.seconds:.1f}s)")
     assert after > before and after >= 0.5
-    assert after == pytest.approx(result.best_val)  # the selected parameters are the ones kept
-    assert result.best_val == max(h["val"] for h in result.history)
+    assert after == pytest.approx(result.selected_val)  # the selected parameters are the ones kept
+    assert result.selected_val == max(h["val"] for h in result.history)
     assert [h["step"] for h in result.history] == [0, 10, 20, 30]
 
 

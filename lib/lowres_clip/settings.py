@@ -424,15 +424,19 @@ class GeneratorConfig:
     """Settings every generator shares.
 
     Attributes:
-        num_samples: images generated per source image *and* strength (original code: 5).
+        num_samples: images generated per source image *and* strength (LRV: 5; the seed report: 3).
+            A run's generator gets its augmentation variant's values unless it sets them
+            (:meth:`lowres_clip.config.AugmentConfig.generator_options`); the defaults here are
+            for direct use.
         seed: base seed. Each output gets its own seed derived from this one, the source path, the
             kind, the strength and the sample index (:func:`derive_seed`), so a rerun, a resumed run
             or a run over a different subset of sources makes the same image for the same source.
         preserving_strength: strength of label-preserving outputs (diffusion: img2img noise
-            strength; classic: intensity of the mild transforms). Default 0.3 as the original code.
+            strength; classic: intensity of the mild transforms). Default 0.3 (LRV and the seed report).
         breaking_strengths: strengths of label-breaking outputs; ``num_samples`` outputs are made
-            per strength. Default ``[0.6, 0.7, 0.8]`` as the original code. Every one must exceed
-            ``preserving_strength``.
+            per strength. Default ``[0.6, 0.7, 0.8]`` (LRV's README generates at 0.6, its dataloader
+            reads 0.7/0.75/0.8: variant ``lrv``; the seed report 0.6: variant ``seed``). Every one
+            must exceed ``preserving_strength``.
     """
 
     num_samples: int = 5

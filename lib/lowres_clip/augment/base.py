@@ -2,8 +2,10 @@
 
 A *generator* (:class:`ImageGenerator`: ``classic`` or ``diffusion``) turns a source image into
 ``num_samples`` new images at a given *strength*. Low strength gives **label-preserving** images
-(they join the supervised loss with the source's label), high strength gives **label-breaking**
-images (two of them from the same source feed the unsupervised breaking loss, see
+(they join the supervised loss with the source's label: :class:`PreservingReplacement` as LRV,
+:class:`PreservingExtension` as the seed report), high strength gives **label-breaking** images
+(a pair per source - one breaking image and an augmented copy of it, or two breaking images - feeds
+the unsupervised breaking loss, see :class:`BreakingPairDataset` and
 :mod:`lowres_clip.augment.breaking_loss`).
 
 :func:`generate` writes images under ``out_dir`` and appends one row per image to
