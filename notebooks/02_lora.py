@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 02 · LoRA (CLIP-LoRA)
 #
-# Low-rank adapters on the q, k, v projections of the attention blocks (1x1 convolutions for a CNN image tower), trained with the one training loop; the checkpoint with the best validation accuracy is kept and evaluated on test. Combinations containing LoRA (`lora+bitfit+meta_adapter`) run here too.
+# Low-rank adapters on q, k, v of every attention block (ViT and text towers; a ResNet tower: its attention pool; an attention-free CNN: its 1x1 convolutions), scaled alpha/sqrt(r) as in CLIP-LoRA, trained with the one training loop. Which checkpoint is evaluated on test is the run's selection rule (`train.selection`: `last` as CLIP-LoRA, or `best_val`; the record names the rule and the step kept). Combinations containing LoRA (`lora+bitfit+meta_adapter`) run here too.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects its values after this cell). None: the profile's value.

@@ -33,7 +33,7 @@ runs_root = None         # records, predictions, checkpoints (None: <repo>/runs)
 figures_root = None      # figures and tables (None: <repo>/figures)
 cache_root = None        # feature / augmentation cache (None: $LOWRES_CLIP_CACHE or <repo>/.cache)
 method = "meta_adapter"  # meta_adapter
-meta_adapter = {}        # Meta-Adapter options, e.g. {"dropout": 0.4}
+meta_adapter = {}        # Meta-Adapter options, e.g. {"dropout": 0.0, "train": {"lr": 1e-4}}
 train = {}               # training options, e.g. {"iterations": 500}
 overrides = {}           # any other RunConfig value, dotted keys allowed: {"train.iterations": 50}
 

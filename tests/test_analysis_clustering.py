@@ -33,11 +33,11 @@ def test_scores_equal_sklearn():
     p = make_run()
     s = clustering.cluster_scores(p)
     ok = p.preds == p.labels
-    assert s["silhouette_all"] == pytest.approx(skm.silhouette_score(p.features, p.labels, metric="cosine"))
+    assert s["silhouette_in_full_set_all"] == pytest.approx(skm.silhouette_score(p.features, p.labels, metric="cosine"))
     per_sample = skm.silhouette_samples(p.features, p.labels, metric="cosine")
-    assert s["silhouette_correct"] == pytest.approx(per_sample[ok].mean())
-    assert s["silhouette_wrong"] == pytest.approx(per_sample[~ok].mean())
-    assert s["silhouette_correct"] > 0.5 > 0 > s["silhouette_wrong"]  # wrong samples sit in other clusters
+    assert s["silhouette_in_full_set_correct"] == pytest.approx(per_sample[ok].mean())
+    assert s["silhouette_in_full_set_wrong"] == pytest.approx(per_sample[~ok].mean())
+    assert s["silhouette_in_full_set_correct"] > 0.5 > 0 > s["silhouette_in_full_set_wrong"]  # wrong ones sit in other clusters
     assert s["ari"] == pytest.approx(skm.adjusted_rand_score(p.labels, p.preds))
     h, c, v = skm.homogeneity_completeness_v_measure(p.labels, p.preds)
     assert (s["homogeneity"], s["completeness"], s["v_measure"]) == pytest.approx((h, c, v))
@@ -50,11 +50,13 @@ def test_degenerate_cases_give_nan():
     perfect = make_run(wrong_every=10_000)
     perfect.logits = np.eye(3, dtype=np.float32)[perfect.labels]  # no wrong sample at all
     s = clustering.cluster_scores(perfect)
-    assert math.isnan(s["silhouette_wrong"]) and s["v_measure"] == pytest.approx(1.0)
+    assert math.isnan(s["silhouette_in_full_set_wrong"]) and math.isnan(s["silhouette_within_subset_wrong"])
+    assert s["v_measure"] == pytest.approx(1.0)
     no_feats = make_run()
     no_feats.features = None
     s = clustering.cluster_scores(no_feats)
-    assert math.isnan(s["silhouette_all"]) and not math.isnan(s["ari"])
+    assert math.isnan(s["silhouette_in_full_set_all"]) and math.isnan(s["silhouette_within_subset_all"])
+    assert not math.isnan(s["ari"])
     with pytest.raises(clustering.FeaturesMissingError, match="no image features"):
         clustering.cluster_figure(no_feats)
 

@@ -95,7 +95,7 @@ def test_preserving_dataset_items(made):
 
 def test_breaking_pairs_come_from_one_source(made):
     ds, samples, out, _, brk = made
-    data = BreakingPairDataset(Manifest.load(out), TO_TENSOR)  # preserving rows are ignored
+    data = BreakingPairDataset(Manifest.load(out), TO_TENSOR, pairing="two_breaking")  # preserving rows are ignored
     assert len(data) == 3 and sorted(data.sources) == sorted(s.path for s in samples)
     for i in range(len(data)):
         v1, v2, src = data[i]
@@ -136,7 +136,8 @@ def test_breaking_pairs_need_two_outputs(made, tmp_path):
     gen = make_generator("classic", num_samples=1, breaking_strengths=[0.6])
     m = generate(samples, ds.image_root, ds.classnames, tmp_path / "one", "breaking", gen, progress=False)
     with pytest.warns(UserWarning, match="fewer than two"), pytest.raises(AugmentError, match="two breaking outputs"):
-        BreakingPairDataset(m)
+        BreakingPairDataset(m, pairing="two_breaking")
+    assert len(BreakingPairDataset(m, pairing="augmented_copy")) == len(samples)  # one image per source suffices
 
 
 def test_gallery_shows_sources_with_variants(made, tmp_path):

@@ -34,39 +34,41 @@ def _hand_loss(xp: torch.Tensor, x: torch.Tensor, bank: list[list[float]], sigma
     return total / len(a)
 
 
-def test_memory_bank_is_fifo_with_capacity():
-    bank = MemoryBank(5)
+def test_memory_bank_is_fifo_of_batches():
+    bank = MemoryBank(2)  # capacity in batches, as both reference codes keep a list of batches
     assert len(bank) == 0 and not bank.full and bank.tensor().numel() == 0
     rows = torch.arange(7.0).unsqueeze(1).repeat(1, 2)  # row r = [r, r]
     bank.push(rows[:3])
-    assert len(bank) == 3 and not bank.full
-    bank.push(rows[3:7].requires_grad_())
-    assert len(bank) == 5 and bank.full
-    assert bank.tensor()[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]  # oldest two dropped, order kept
+    assert len(bank) == 3 and bank.batches == 1 and not bank.full
+    bank.push(rows[3:5].requires_grad_())
+    bank.push(rows[5:7])
+    assert bank.batches == 2 and bank.full and len(bank) == 4
+    assert bank.tensor()[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0]  # oldest batch dropped, order kept
     assert not bank.tensor().requires_grad  # detached
-    bank.push(torch.full((8, 2), -1.0) + torch.arange(8.0).unsqueeze(1))  # more than capacity at once
-    assert bank.tensor()[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0] and len(bank) == 5
     with pytest.raises(AugmentError, match="3-d"):
         bank.push(torch.zeros(1, 3))
     bank.clear()
     assert len(bank) == 0
+    off = MemoryBank(0)
+    off.push(rows)
+    assert len(off) == 0
 
 
 def test_loss_equals_hand_computation_with_bank():
     torch.manual_seed(0)
     sigma = 1 / 80
-    loss_fn = BreakingLoss(bank_size=4)  # default temperature 1/80
+    loss_fn = BreakingLoss(bank_size=2)  # default temperature 1/80
     assert loss_fn.temperature == pytest.approx(sigma)
-    batches = [(torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)) for _ in range(3)]
-    bank_rows: list[list[float]] = []  # what the bank should hold: normalised x of earlier batches, FIFO 4
+    batches = [(torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)) for _ in range(4)]
+    bank_batches: list[list[list[float]]] = []  # what the bank should hold: normalised x of the last 2 batches
     for xp, x in batches:
-        expected = _hand_loss(xp, x, bank_rows, sigma)
+        expected = _hand_loss(xp, x, [r for b in bank_batches for r in b], sigma)
         got = loss_fn(xp, x)
         assert got.dim() == 0
         assert got.item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
-        bank_rows = (bank_rows + _normalise(x.tolist()))[-4:]
-        assert torch.allclose(loss_fn.bank.tensor(), torch.tensor(bank_rows, dtype=torch.float64))
-    assert len(loss_fn.bank) == 4 and loss_fn.bank.full
+        bank_batches = (bank_batches + [_normalise(x.tolist())])[-2:]
+        assert torch.allclose(loss_fn.bank.tensor(), torch.tensor([r for b in bank_batches for r in b], dtype=torch.float64))
+    assert len(loss_fn.bank) == 6 and loss_fn.bank.full
 
 
 def test_loss_normalises_inputs_and_eval_mode_keeps_bank():

@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lowres_clip import train as train_mod
+from lowres_clip.datasets import Sample
 from lowres_clip.methods import LoraConfig, MetaAdapterConfig, build_adapted
 from lowres_clip.models import load_clip
 from lowres_clip.train import (
@@ -42,6 +43,7 @@ class Synthetic(Dataset):
     def __init__(self, per_class, transform, seed=0, size=32):
         counts = per_class if isinstance(per_class, list) else [per_class] * len(NAMES)
         self.items = [(c, i) for c, n in enumerate(counts) for i in range(n)]
+        self.samples = [Sample(f"{c}/{i}.png", c) for c, i in self.items]  # like ImageDataset.samples
         self.images = [Image.fromarray(class_image(c, i, size, seed)) for c, i in self.items]
         self.transform = transform
 
@@ -144,13 +146,13 @@ def test_config_validation():
 def test_training_raises_accuracy(bundle, data, method, lr, extra):
     adapted = build_adapted(bundle, NAMES, TEMPLATES, method, meta_cfg=CLOSED_GATE, support=data["support"])
     before = _accuracy(adapted, data["val"])
-    result = train(adapted, data["train"], data["val"], _cfg(lr=lr, **extra))
+    result = train(adapted, data["train"], data["val"], _cfg(lr=lr, selection="best_val", **extra))
     after = _accuracy(adapted, data["val"])
     print(f"\n{method} {extra or ''}: {result.parameter_counts['total']} trainable; "
-          f"val accuracy {before:.2f} -> {after:.2f} (best step {result.best_step}, {result.seconds:.1f}s)")
+          f"val accuracy {before:.2f} -> {after:.2f} (kept step {result.selected_step}, {result.seconds:.1f}s)")
     assert after > before and after >= 0.5
-    assert after == pytest.approx(result.best_val)  # the selected parameters are the ones kept
-    assert result.best_val == max(h["val"] for h in result.history)
+    assert after == pytest.approx(result.selected_val)  # the selected parameters are the ones kept
+    assert result.selected_val == max(h["val"] for h in result.history)
     assert [h["step"] for h in result.history] == [0, 10, 20, 30]
 
 
@@ -179,10 +181,12 @@ def test_same_seed_same_numbers(bundle, data):
 
 def test_validation_selection_and_early_stopping(bundle, data):
     adapted = build_adapted(bundle, NAMES, TEMPLATES, "bitfit")
-    result = train(adapted, data["train"], data["val"], _cfg(lr=1e-12, eval_every=1, patience=2))
-    assert result.stopped_early and result.steps == 2 and result.best_step == 0
-    no_val = train(build_adapted(bundle, NAMES, TEMPLATES, "bitfit"), data["train"], None, _cfg(iterations=3))
-    assert no_val.best_step == 3 and no_val.steps == 3  # without validation: the last parameters
+    result = train(adapted, data["train"], data["val"], _cfg(lr=1e-12, eval_every=1, patience=2, selection="best_val"))
+    assert result.stopped_early and result.steps == 2
+    assert result.selected_step == 2 and "ties go to the later step" in result.selection_reason  # equal scores
+    no_val = train(build_adapted(bundle, NAMES, TEMPLATES, "bitfit"), data["train"], None,
+                   _cfg(iterations=3, selection="best_val"))
+    assert no_val.selected_step == 3 and no_val.steps == 3 and no_val.selection == "last"  # no validation: last
 
 
 def test_zero_shot_has_nothing_to_train(bundle, data):
@@ -263,13 +267,15 @@ def test_preserving_batches_and_breaking_loss_enter_the_loss(bundle, data, monke
             CountingSynthetic.drawn += 1
             return super().__getitem__(i)
 
-    preserving = CountingSynthetic(2, train_transform(bundle), seed=7)
+    preserving = CountingSynthetic(4, train_transform(bundle), seed=7)
+    preserving.source_paths = [s.path for s in data["train"].samples]  # one preserving image per training image
     adapted = build_adapted(bundle, NAMES, TEMPLATES, "lora")
     cfg = _cfg(iterations=5, eval_every=5, batch_size=8, preserving_p=1.0, breaking_bank_size=16)
     result = train(adapted, data["train"], data["val"], cfg, preserving=preserving, breaking=Views(data["train"]))
     assert result.steps == 5
     assert len(calls) == 5 and calls[0][0] == (8, 32) and calls[0][1]  # gradients reach the image tower
-    assert CountingSynthetic.drawn == 5 * 8  # one preserving batch per step with p = 1
+    assert CountingSynthetic.drawn == 5 * 8  # with p = 1 every training image is replaced by its preserving one
+    assert result.augmentation["preserving_mode"] == "replace" and result.augmentation["bank_batches"] == 16
 
     meta_only = build_adapted(bundle, NAMES, TEMPLATES, "meta_adapter", support=data["support"])
     with pytest.raises(AdaptationError, match="does not train the image tower"):

@@ -51,7 +51,7 @@ import yaml
 
 from . import registry
 from .cluster import parse_cluster
-from .strict import from_dict
+from .strict import _coerce, _type_hints, from_dict
 from .registry import AUGMENT_USES, AUGMENTATIONS, MethodLabel
 from .settings import (  # noqa: F401 (ConfigError is re-exported: the configuration's error)
     EMBEDDED_MODEL,
@@ -62,6 +62,8 @@ from .settings import (  # noqa: F401 (ConfigError is re-exported: the configura
     LoraConfig,
     MetaAdapterConfig,
     TrainConfig,
+    check_variant,
+    effective_train,
     runtime_field,
 )
 
@@ -76,9 +78,21 @@ GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
 class AugmentConfig:
     """Training-set augmentation of a run (Zhang, Doughty, Snoek, CVPR 2024).
 
-    How generated images enter the loss (``preserving_p``, ``preserving_weight``,
-    ``breaking_lambda``...) is configured in :class:`~lowres_clip.train.TrainConfig`; this says
-    which images are generated and used.
+    Which images are generated (``kind``, ``generator``) and how they enter training
+    (``variant``). Two protocols exist (:data:`lowres_clip.settings.AUGMENT_PROTOCOLS`):
+
+    * ``lrv`` (default; LRV's released code): each training image is replaced, with probability 0.3,
+      by one of its label-preserving images (strength 0.3), weighted 0.65 in the weighted mean
+      ``sum(w l) / sum(w)`` of the cross-entropy; each label-breaking image (strengths 0.7, 0.75,
+      0.8) is paired with an augmented copy of itself; memory bank of the last 40 batches; logit
+      factor 80 (σ = 1/80); λ = 0.1; 5 images per source and strength.
+    * ``seed`` (the seed report's code): every label-preserving image is one more training item
+      (weight 1); two different label-breaking images (strength 0.6) of one source form a pair;
+      memory bank of the last 100 batches; logit scale 100 (σ = 1/100); λ = 0.1; 3 images per
+      source and strength.
+
+    Single values can be overridden: the generator's in ``generator``, the loss weights in
+    :class:`~lowres_clip.settings.TrainConfig` (``preserving_p``, ``breaking_bank_size``...).
 
     Attributes:
         kind: ``"none"``, ``"classic"`` (mild vs strong image transforms, runs anywhere) or
@@ -86,10 +100,12 @@ class AugmentConfig:
         use: which generated images train the model: ``"both"`` (label-preserving images in the
             supervised loss + label-breaking pairs in the breaking loss), ``"preserving"`` or
             ``"breaking"``.
+        variant: ``"lrv"`` or ``"seed"`` (see above); copied to ``train.augment_variant``.
         generator: fields of the generator's config, checked against
             :class:`~lowres_clip.augment.classic.ClassicConfig` or
             :class:`~lowres_clip.augment.diffusion.DiffusionConfig` (e.g. ``num_samples``,
-            ``breaking_strengths``, ``model_id``, ``image_size``).
+            ``breaking_strengths``, ``model_id``, ``image_size``); they override the variant's
+            generator values (:meth:`generator_options`).
         out_dir: folder of the generated images and their manifest; ``None``:
             :func:`lowres_clip.augment.default_out_dir` (one folder per generator setting under the
             cache root).
@@ -97,17 +113,26 @@ class AugmentConfig:
 
     kind: str = "none"
     use: str = "both"
+    variant: str = "lrv"
     generator: dict[str, Any] = field(default_factory=dict)
     out_dir: str | None = runtime_field(None, "folder of the generated images")
 
+    def generator_options(self) -> dict[str, Any]:
+        """The generator's options: the variant's strengths and sample count, then ``generator``."""
+        return {**check_variant(self.variant).generator_defaults(), **self.generator}
+
     def validate(self, path: str = "augmentation") -> None:
-        """Raise :class:`ConfigError` for an unknown kind, use or generator option."""
+        """Raise :class:`ConfigError` for an unknown kind, use, variant or generator option."""
         if self.kind not in AUGMENTATIONS:
             raise ConfigError(f"{path}.kind: unknown augmentation {self.kind!r}; choose one of {AUGMENTATIONS}.")
         if self.use not in AUGMENT_USES:
             raise ConfigError(f"{path}.use: unknown value {self.use!r}; choose one of {AUGMENT_USES}.")
+        try:
+            check_variant(self.variant)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.variant: {exc}") from exc
         if self.kind != "none":
-            from_dict(generator_config_class(self.kind), self.generator, f"{path}.generator")
+            from_dict(generator_config_class(self.kind), self.generator_options(), f"{path}.generator")
             return
         known = {f.name for kind in AUGMENTATIONS[1:] for f in dataclasses.fields(generator_config_class(kind))}
         for key in self.generator:  # no generator chosen yet: the key must exist for one of them
@@ -148,7 +173,12 @@ class RunConfig:
         seed: seed of the shot sampling, adapter initialisation and training (``train.seed`` is
             always set to it).
         long_tail_ratio: ``None`` for balanced K-shot; else per-class shots decay from K to K/ratio.
-        ensemble: use the dataset's prompt-template ensemble instead of its single template.
+        template: the prompt template of training and zero-shot: a name from
+            ``resources/prompts.yaml`` (``clip`` = "a photo of a {}.", ``coop_eurosat`` = "a centered
+            satellite photo of {}.", ``circuit_diagram``...) or a literal containing ``{}``;
+            ``None``: the dataset's default template (:func:`lowres_clip.prompts.resolve_templates`).
+        ensemble: use the dataset's prompt-template ensemble instead of one template (then
+            ``template`` must be ``None``).
         augmentation: generated training images (:class:`AugmentConfig`).
         lora: LoRA settings (used when ``method`` contains ``lora``).
         bitfit: BitFit settings (used when ``method`` contains ``bitfit``).
@@ -177,6 +207,7 @@ class RunConfig:
     shots: int = 16
     seed: int = 1
     long_tail_ratio: float | None = None
+    template: str | None = None
     ensemble: bool = False
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -214,6 +245,9 @@ class RunConfig:
         self.augmentation.validate(f"{p}augmentation")
         self.check_trainable_augmentation(p)
         self.train.seed = self.seed
+        self.train.augment_variant = self.augmentation.variant
+        self._check_templates(p)
+        self._coerce_meta_train(p)
         for name in ("lora", "bitfit", "meta_adapter", "train"):
             check = getattr(getattr(self, name), "validate", None)
             if check is None:
@@ -222,6 +256,42 @@ class RunConfig:
                 check()
             except ValueError as exc:
                 raise ConfigError(f"{p}{name}: {exc}") from exc
+
+        try:
+            self.effective_train()
+        except ValueError as exc:
+            raise ConfigError(f"{p}meta_adapter.train: {exc}") from exc
+
+    def _check_templates(self, p: str) -> None:
+        from .prompts import PromptError, resolve_templates
+
+        try:
+            resolve_templates(self.dataset, self.template, self.ensemble)
+        except PromptError as exc:
+            raise ConfigError(f"{p}template: {exc}") from exc
+
+    def _coerce_meta_train(self, p: str) -> None:
+        """Type-check the Meta-Adapter's training overrides against :class:`TrainConfig`'s fields."""
+        hints = _type_hints(TrainConfig)
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        out = {}
+        for key, value in self.meta_adapter.train.items():
+            where = f"{p}meta_adapter.train.{key}"
+            if key not in fields:
+                raise ConfigError(f"unknown key '{where}' for TrainConfig; accepted keys: {', '.join(sorted(fields))}.")
+            out[key] = _coerce(value, hints.get(key, Any), where)
+        self.meta_adapter.train = out
+
+    def templates(self) -> list[str]:
+        """The prompt templates of this run (``template`` / ``ensemble`` resolved for ``dataset``)."""
+        from .prompts import resolve_templates
+
+        return resolve_templates(self.dataset, self.template, self.ensemble)
+
+    def effective_train(self) -> TrainConfig:
+        """The training-loop settings this run's method uses (:func:`lowres_clip.settings.effective_train`:
+        ``train``, with the Meta-Adapter's own protocol when it is the only trained part)."""
+        return effective_train(self.train, self.method, self.meta_adapter)
 
     @property
     def method_label(self) -> MethodLabel:

@@ -6,20 +6,29 @@ cosine schedule down to 1e-6 (optional linear warm-up), RandomResizedCrop (scale
 horizontal flip at the model's input size (:func:`train_transform`), cross-entropy on
 ``100 * cos`` logits. Mixed precision follows :func:`lowres_clip.utils.resolve_precision`.
 
-Model selection uses the validation split only: every ``eval_every`` steps (and before the first
-step, and after the last) the trained parameters are scored on ``val_set``; the best ones are
-restored at the end; ``patience`` evaluations without improvement stop early. With a Meta-Adapter
-on a trained image tower, the support features are re-encoded at every validation and at the end.
+Which parameters are kept is ``cfg.selection`` (:func:`select_checkpoint`): ``last`` keeps the
+final ones (CLIP-LoRA's released code, ``VALIDATION = False``; CoOp); ``best_val`` keeps those with
+the best validation score, ties going to the later step and the untrained step 0 kept only when it
+is strictly better than every trained checkpoint (the result says so). Either way the trained
+parameters are scored on ``val_set`` every ``eval_every`` steps (and before the first step, and
+after the last) for the history; with ``best_val``, ``patience`` validations without a strict
+improvement stop early. With a Meta-Adapter on a trained image tower, the support features are
+re-encoded at every validation and at the end. The Meta-Adapter alone trains with its own
+protocol (``MetaAdapterConfig.train``, :func:`lowres_clip.settings.effective_train`).
 
 Optional, off by default: class-balanced loss weights (Cui et al., 2019, effective number
 ``(1 - beta^n) / (1 - beta)``) and the logit-adjusted loss (Menon et al., 2021,
 ``logits + tau * log prior`` in training only).
 
-Generated images (see :mod:`lowres_clip.augment`): with ``preserving`` (label-preserving images,
-``(image, label, index)``), each step adds, with probability ``preserving_p``, a batch of them to the
-supervised loss with weight ``preserving_weight``; with ``breaking`` (label-breaking view pairs,
-``(view1, view2, source_index)``), each step adds ``breaking_lambda * BreakingLoss(f(view1), f(view2))``
-(Zhang et al., 2024) on the adapted image features.
+Generated images (see :mod:`lowres_clip.augment`) enter as ``cfg.augment_variant`` says
+(:class:`lowres_clip.settings.AugmentProtocol`). ``lrv``: each training image is replaced with
+probability ``preserving_p`` by one of its label-preserving images weighted ``preserving_weight``,
+and the cross-entropy is the weighted mean ``sum(w l) / sum(w)``
+(:class:`~lowres_clip.augment.PreservingReplacement`); label-breaking pairs are a breaking image and
+an augmented copy of it. ``seed``: the label-preserving images are extra training items of weight 1
+(:class:`~lowres_clip.augment.PreservingExtension`); pairs are two breaking images of one source.
+Each step adds ``breaking_lambda * BreakingLoss(f(view1), f(view2))`` (Zhang et al., 2024) on the
+adapted image features of a batch of pairs, with a memory bank of the last ``bank_batches`` batches.
 
 Checkpoints (:func:`save_trained` / :func:`load_trained`) hold only the trained parameters (plus
 the Meta-Adapter's support features), the method configuration and the base model's identity; they
@@ -44,7 +53,15 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, adapter_parts
-from .settings import SELECT_METRICS, BitFitConfig, LoraConfig, MetaAdapterConfig, TrainConfig  # noqa: F401
+from .settings import (  # noqa: F401
+    SELECT_METRICS,
+    SELECTIONS,
+    BitFitConfig,
+    LoraConfig,
+    MetaAdapterConfig,
+    TrainConfig,
+    effective_train,
+)
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
 from .spec import weights_id
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
@@ -64,28 +81,87 @@ class TrainResult:
     Attributes:
         method: the adapted method.
         iterations: planned steps; ``steps``: steps actually run (fewer after early stopping).
-        best_step: step whose parameters were kept (0 = the initial ones).
-        best_val: validation metric at ``best_step`` (``nan`` without a validation split).
+        selection: the selection rule (``last`` or ``best_val``; ``last`` without a validation split).
+        selected_step: step whose parameters were kept (0 = the initial, untrained ones).
+        selected_val: validation metric at ``selected_step`` (``nan`` without a validation split).
+        selection_reason: one sentence saying why that step was kept.
         stopped_early: whether patience ran out.
         history: per validation ``{"step", "loss", "lr", "val"}``.
         parameter_counts: trainable parameters per part (``AdaptedCLIP.parameter_counts``).
         precision: autocast dtype used (``fp32`` = none).
+        overrides: training settings the method's own protocol changed (the Meta-Adapter alone:
+            ``MetaAdapterConfig.train``), ``{field: value}``.
+        augmentation: the augmentation protocol used (:class:`lowres_clip.settings.AugmentProtocol`
+            values plus what was actually fed: preserving items, pairing, breaking strengths);
+            empty without generated images.
         seconds: wall time.
     """
 
     method: str
     iterations: int
     steps: int = 0
-    best_step: int = 0
-    best_val: float = float("nan")
+    selection: str = "last"
+    selected_step: int = 0
+    selected_val: float = float("nan")
+    selection_reason: str = ""
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     parameter_counts: dict[str, int] = field(default_factory=dict)
     precision: str = "fp32"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    augmentation: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def best_val(self) -> float:
+        """Alias of :attr:`selected_val` (the validation score of the kept parameters)."""
+        return self.selected_val
+
+    @property
+    def best_step(self) -> int:
+        """Alias of :attr:`selected_step`."""
+        return self.selected_step
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _jsonable(asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def select_checkpoint(history: list[dict[str, float]], rule: str) -> tuple[int, str]:
+    """The step whose parameters a selection rule keeps, and why.
+
+    Args:
+        history: the validations ``{"step", "val", ...}`` in step order; the first is step 0 (the
+            initial parameters), the last the final step.
+        rule: ``last`` or ``best_val`` (see :class:`~lowres_clip.settings.TrainConfig`).
+
+    Returns:
+        ``(step, reason)``. ``best_val``: the trained step (> 0) with the highest score, the latest
+        of equal ones; step 0 only when its score is strictly higher than every trained step's.
+        Without scores (NaN: no validation split) or with ``last``: the final step.
+    """
+    if rule not in SELECTIONS:
+        raise AdaptationError(f"Unknown selection {rule!r}; choose one of {SELECTIONS}.")
+    final = history[-1]["step"]
+    if rule == "last":
+        return final, f"selection 'last': the final parameters (step {final})"
+    trained = [h for h in history if h["step"] > 0 and not math.isnan(h["val"])]
+    if not trained:
+        return final, f"no validation score: the final parameters (step {final})"
+    best = max(h["val"] for h in trained)
+    step = max(h["step"] for h in trained if h["val"] == best)
+    initial = history[0]["val"] if history[0]["step"] == 0 else float("nan")
+    if not math.isnan(initial) and initial > best:
+        return 0, (f"the untrained parameters (step 0, val {initial:.4f}) are strictly better than every trained "
+                   f"checkpoint (best {best:.4f} at step {step})")
+    return step, f"best validation score {best:.4f} at step {step} (ties go to the later step)"
 
 
 # ----------------------------------------------------------------------------- data helpers
@@ -100,14 +176,17 @@ def _find_normalize(transform: Callable):
 
 def train_transform(bundle, scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
     """CLIP-LoRA's training augmentation at the bundle's input size and normalisation:
-    ``RandomResizedCrop(size, scale, bicubic)``, horizontal flip, to tensor, normalise."""
+    ``RandomResizedCrop(size, scale, bicubic)``, horizontal flip, to tensor, normalise.
+
+    ``scale``: the crop's area range; a run's is ``cfg.effective_train().crop_scale`` (CLIP-LoRA
+    0.08-1; the Meta-Adapter reference 0.5-1)."""
     from torchvision import transforms as T
 
     norm = _find_normalize(bundle.preprocess_eval)
     if norm is None:
         raise AdaptationError("Cannot find the Normalize step in the bundle's evaluation transform.")
     return T.Compose([
-        T.RandomResizedCrop(bundle.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(bundle.image_size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(p=0.5),
         T.ToTensor(),
         T.Normalize(norm.mean, norm.std),
@@ -147,11 +226,18 @@ class TaskLoss(nn.Module):
         self.register_buffer("weights", weights)
         self.register_buffer("offsets", offsets)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy; with ``sample_weights`` ``w`` (and class weights ``c``) the weighted
+        mean ``sum(w c_y l) / sum(w c_y)`` (LRV's weighting of replaced images)."""
         logits = logits.float()
         if self.offsets is not None:
             logits = logits + self.offsets
-        return F.cross_entropy(logits, labels, weight=self.weights)
+        if sample_weights is None:
+            return F.cross_entropy(logits, labels, weight=self.weights)
+        w = sample_weights.to(logits.device, torch.float32)
+        if self.weights is not None:
+            w = w * self.weights[labels]
+        return (w * F.cross_entropy(logits, labels, reduction="none")).sum() / w.sum()
 
 
 def _cycle(loader: DataLoader) -> Iterator:
@@ -237,9 +323,12 @@ def evaluate_features(adapted: AdaptedCLIP, features: torch.Tensor, labels: torc
 
 # ----------------------------------------------------------------------------- training
 def resolve_iterations(cfg: TrainConfig, train_labels: torch.Tensor) -> int:
-    """``cfg.iterations`` or ``iterations_per_shot * K`` (K = the largest class count)."""
+    """``cfg.iterations``, else ``epochs * ceil(N / batch_size)``, else ``iterations_per_shot * K``
+    (N = training images, K = the largest class count)."""
     if cfg.iterations is not None:
         return cfg.iterations
+    if cfg.epochs is not None:
+        return max(1, cfg.epochs * math.ceil(len(train_labels) / cfg.batch_size))
     shots = int(torch.bincount(train_labels).max()) if len(train_labels) else 0
     return max(1, cfg.iterations_per_shot * shots)
 
@@ -262,18 +351,20 @@ def train(
     preserving: Dataset | None = None,
     breaking: Dataset | None = None,
 ) -> TrainResult:
-    """Train ``adapted`` in place and keep the parameters with the best validation metric.
+    """Train ``adapted`` in place and keep the parameters ``cfg.selection`` chooses.
 
     Args:
         adapted: the model (its ``requires_grad`` parameters are trained).
         train_set: ``(image, label, index)`` items, already with the training transform
             (:func:`train_transform`). With a Meta-Adapter and ``exclude_query``, it must be the
             support set itself (same items, same order) so a batch's images can be left out.
-        val_set: validation items (evaluation transform) for checkpoint selection; ``None`` keeps
-            the last parameters.
-        cfg: loop settings.
-        preserving: label-preserving generated images ``(image, label, index)``.
-        breaking: label-breaking view pairs ``(view1, view2, source_index)``.
+        val_set: validation items (evaluation transform) for checkpoint selection and the history;
+            ``None`` keeps the last parameters.
+        cfg: loop settings; the Meta-Adapter alone uses them updated by its ``meta_cfg.train``.
+        preserving: label-preserving generated images (:class:`~lowres_clip.augment.PreservingDataset`:
+            ``(image, label, index)`` with ``source_paths``; ``train_set`` must then have ``samples``).
+        breaking: label-breaking view pairs ``(view1, view2, source_index)``; a
+            :class:`~lowres_clip.augment.BreakingPairDataset` is switched to the variant's pairing.
 
     Returns:
         a :class:`TrainResult`; zero-shot (nothing trainable) returns at once with 0 steps.
@@ -284,13 +375,18 @@ def train(
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
+    given = asdict(cfg)
+    cfg = effective_train(cfg, adapted.method, adapted.meta_cfg)
     start = time.time()
     params = [p for p in adapted.parameters() if p.requires_grad]
     labels_all = dataset_labels(train_set)
     iterations = resolve_iterations(cfg, labels_all)
-    result = TrainResult(adapted.method, iterations, parameter_counts=adapted.parameter_counts())
+    result = TrainResult(adapted.method, iterations, parameter_counts=adapted.parameter_counts(),
+                         selection=cfg.selection if val_set is not None else "last",
+                         overrides={k: v for k, v in asdict(cfg).items() if v != given[k]})
     if not params:
         adapted.eval()
+        result.selection_reason = "nothing to train"
         return result
     if breaking is not None and not adapted.vision_trainable:
         raise AdaptationError(
@@ -314,39 +410,36 @@ def train(
         class_balanced_weights(counts, cfg.balanced_beta) if cfg.balanced_loss else None,
         logit_adjustment(counts, cfg.logit_adjustment_tau) if cfg.logit_adjustment_tau > 0 else None,
     ).to(device)
+    protocol = cfg.augment_protocol()
+    train_data, breaking, result.augmentation = _augmented_inputs(train_set, preserving, breaking, protocol)
     breaking_loss = None
     if breaking is not None:
         from .augment.breaking_loss import BreakingLoss
 
-        breaking_loss = BreakingLoss(cfg.breaking_bank_size, cfg.breaking_temperature).to(device)
+        breaking_loss = BreakingLoss(protocol.bank_batches, protocol.temperature).to(device)
 
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps)
     sched = _scheduler(opt, cfg, iterations)
-    train_iter = _cycle(_loader(train_set, cfg.batch_size, True, cfg.num_workers, cfg.seed))
-    pres_iter = _cycle(_loader(preserving, cfg.batch_size, True, cfg.num_workers, cfg.seed + 1)) if preserving is not None else None
+    train_iter = _cycle(_loader(train_data, cfg.batch_size, True, cfg.num_workers, cfg.seed))
     break_iter = _cycle(_loader(breaking, cfg.batch_size, True, cfg.num_workers, cfg.seed + 2)) if breaking is not None else None
-    coin = random.Random(cfg.seed)
 
     validate = _validator(adapted, val_set, cfg, dtype)
-    best_state = adapted.trainable_state()
-    best_val = validate()
-    result.best_val = best_val
-    result.history.append({"step": 0, "loss": float("nan"), "lr": sched.get_last_lr()[0], "val": best_val})
+    states = {0: adapted.trainable_state()}  # the untrained parameters and the best trained ones so far
+    best_trained, best_seen = -math.inf, validate()
+    result.history.append({"step": 0, "loss": float("nan"), "lr": sched.get_last_lr()[0], "val": best_seen})
     bad_evals, running = 0, []
 
     bar = tqdm(range(1, iterations + 1), desc=f"train {adapted.method}", disable=not cfg.progress)
     for step in bar:
         adapted.train()
-        images, labels, idx = next(train_iter)
+        images, labels, idx, *rest = next(train_iter)
         labels = labels.to(device)
+        weights = rest[0] if rest else None
         with autocast(device, dtype):
-            loss = task(adapted(images, query_indices=idx), labels)
-            if pres_iter is not None and coin.random() < cfg.preserving_p:
-                p_images, p_labels, _ = next(pres_iter)
-                loss = loss + cfg.preserving_weight * task(adapted(p_images), p_labels.to(device))
+            loss = task(adapted(images, query_indices=idx), labels, weights)
             if break_iter is not None:
                 view1, view2, _ = next(break_iter)
-                loss = loss + cfg.breaking_lambda * breaking_loss(
+                loss = loss + protocol.breaking_lambda * breaking_loss(
                     adapted.encode_images(view1), adapted.encode_images(view2)
                 )
         opt.zero_grad(set_to_none=True)
@@ -365,20 +458,56 @@ def train(
             mean_loss = float(np.mean(running)) if running else float("nan")
             running = []
             result.history.append({"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0], "val": val})
-            bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{val:.3f}", best=f"{result.best_val:.3f}")
-            if math.isnan(result.best_val) or val > result.best_val or val_set is None:
-                result.best_val, result.best_step, bad_evals = val, step, 0
-                best_state = adapted.trainable_state()
+            bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{val:.3f}")
+            if result.selection == "best_val" and val >= best_trained:  # ties: the later step
+                states = {0: states[0], step: adapted.trainable_state()}
+                best_trained = val
+            if val > best_seen or math.isnan(best_seen):
+                best_seen, bad_evals = val, 0
             else:
                 bad_evals += 1
                 if cfg.patience is not None and bad_evals >= cfg.patience:
                     result.stopped_early = True
                     break
     bar.close()
-    adapted.load_trainable_state(best_state)
+    result.selected_step, result.selection_reason = select_checkpoint(result.history, result.selection)
+    if result.selected_step != result.steps:
+        adapted.load_trainable_state(states[result.selected_step])
+    result.selected_val = next(h["val"] for h in result.history if h["step"] == result.selected_step)
     adapted.eval()
     result.seconds = time.time() - start
     return result
+
+
+def _augmented_inputs(train_set: Dataset, preserving: Dataset | None, breaking: Dataset | None,
+                      protocol) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+    """The training items and breaking pairs of an augmentation protocol, and what to record.
+
+    Returns:
+        ``(training items, breaking pairs, info)``: the items are ``train_set`` itself,
+        :class:`~lowres_clip.augment.PreservingReplacement` (``replace``) or
+        :class:`~lowres_clip.augment.PreservingExtension` (``extend``); a
+        :class:`~lowres_clip.augment.BreakingPairDataset` gets the protocol's pairing.
+    """
+    if preserving is None and breaking is None:
+        return train_set, None, {}
+    info: dict[str, Any] = {"variant": protocol.variant}
+    if preserving is not None:
+        from .augment import PreservingExtension, PreservingReplacement
+
+        info.update(preserving_mode=protocol.preserving_mode, preserving_images=len(preserving))
+        if protocol.preserving_mode == "replace":
+            train_set = PreservingReplacement(train_set, preserving, protocol.preserving_p, protocol.preserving_weight)
+            info.update(preserving_p=protocol.preserving_p, preserving_weight=protocol.preserving_weight)
+        else:
+            train_set = PreservingExtension(train_set, preserving)
+    if breaking is not None:
+        if hasattr(breaking, "with_pairing"):
+            breaking = breaking.with_pairing(protocol.pairing)
+        info.update(pairing=getattr(breaking, "pairing", "custom"), breaking_pairs=len(breaking),
+                    breaking_strengths=getattr(breaking, "strengths", None), breaking_lambda=protocol.breaking_lambda,
+                    bank_batches=protocol.bank_batches, temperature=protocol.temperature)
+    return train_set, breaking, info
 
 
 def _validator(adapted: AdaptedCLIP, val_set: Dataset | None, cfg: TrainConfig,

@@ -2,10 +2,21 @@
 
 * :func:`embed_2d`: seeded UMAP (umap-learn) of the L2-normalised image features; tiny sets (or a
   UMAP failure) fall back to PCA with a warning.
-* :func:`cluster_scores`: mean per-sample silhouette of the features under the *true* labels, over
-  all, correct and wrong samples; and, taking the *predictions* as cluster assignments against the targets, ARI,
-  homogeneity, completeness and V-measure (scikit-learn). Degenerate cases (fewer than two classes
-  present, too few samples) give NaN instead of an error.
+* :func:`cluster_scores`: silhouettes of the features under the *true* labels for all, correct
+  and wrong samples, by two definitions reported side by side (:func:`silhouettes`):
+
+  - ``silhouette_in_full_set_*`` (this study's): every sample's silhouette is computed once on
+    the *full* set (cosine distance), then averaged over all / correct / wrong samples. A wrong
+    sample lying in another class's cluster scores below 0: it answers "do the misclassified
+    images sit in the wrong cluster?";
+  - ``silhouette_within_subset_*`` (the seed report's ``compute_silhouette_scores``): each subset
+    is scored *on its own* (``silhouette_score`` of the correct, resp. wrong, samples alone,
+    Euclidean distance). It answers "are the correct (wrong) images, taken alone, grouped by
+    their true class?" - wrong images that all drift into the *same* other cluster score high.
+
+  ``_all`` differ only in the distance. And, taking the *predictions* as cluster assignments
+  against the targets, ARI, homogeneity, completeness and V-measure (scikit-learn). Degenerate
+  cases (fewer than two classes present, too few samples) give NaN instead of an error.
 * :func:`cluster_figure` (matplotlib, three panels: true label, prediction, correct vs wrong) and
   :func:`cluster_figure_plotly` (the same, interactive, hover shows the sample).
 """
@@ -91,32 +102,58 @@ def embed_2d(features: np.ndarray, seed: int = 0, method: str = "umap", n_neighb
     return out
 
 
+SUBSETS = ("all", "correct", "wrong")
+
+
+def _silhouette_defined(labels: np.ndarray) -> bool:
+    """scikit-learn's silhouette needs 2 <= number of classes <= samples - 1."""
+    return 2 <= len(np.unique(labels)) <= len(labels) - 1
+
+
+def silhouettes(features: np.ndarray, labels: np.ndarray, correct: np.ndarray,
+                metric: str = "cosine", subset_metric: str = "euclidean") -> dict[str, float]:
+    """Both silhouette definitions for all / correct / wrong samples (see the module docstring).
+
+    Args:
+        features: ``[N, D]`` image features.
+        labels: true labels ``[N]`` (the clusters).
+        correct: boolean ``[N]``, prediction == label.
+        metric: distance of ``silhouette_in_full_set_*`` (cosine suits L2-normalised CLIP features).
+        subset_metric: distance of ``silhouette_within_subset_*`` (the seed report: Euclidean).
+
+    Returns:
+        ``silhouette_in_full_set_{all,correct,wrong}`` and ``silhouette_within_subset_{all,correct,wrong}``;
+        NaN where a score is undefined (an empty subset, fewer than two classes in it...).
+    """
+    x, y, ok = np.asarray(features, dtype=np.float32), np.asarray(labels), np.asarray(correct, dtype=bool)
+    per_sample = skm.silhouette_samples(x, y, metric=metric) if _silhouette_defined(y) else np.full(len(y), np.nan)
+    out: dict[str, float] = {}
+    for name, mask in zip(SUBSETS, (np.ones_like(ok), ok, ~ok)):
+        out[f"silhouette_in_full_set_{name}"] = float(per_sample[mask].mean()) if mask.any() else math.nan
+    for name, mask in zip(SUBSETS, (np.ones_like(ok), ok, ~ok)):
+        defined = mask.any() and _silhouette_defined(y[mask])
+        out[f"silhouette_within_subset_{name}"] = (
+            float(skm.silhouette_score(x[mask], y[mask], metric=subset_metric)) if defined else math.nan)
+    return out
+
+
 def cluster_scores(pred: "Predictions", metric: str = "cosine") -> dict[str, float]:
     """Clustering quality of a run.
 
     Returns:
-        ``silhouette_all`` / ``silhouette_correct`` / ``silhouette_wrong``: mean silhouette of all /
-        correctly / wrongly classified samples, each sample's silhouette computed on all image
-        features with the true labels as clusters (:func:`sklearn.metrics.silhouette_samples`), so
-        a wrong sample lying in another class's cluster scores below 0 (needs features; NaN with
-        fewer than 2 classes, too few samples or an empty subset);
+        the six silhouettes of :func:`silhouettes` (``silhouette_in_full_set_*``: per-sample
+        silhouettes on the full set with ``metric``, averaged per subset;
+        ``silhouette_within_subset_*``: each subset scored alone, Euclidean, as the seed report;
+        NaN without features);
         ``ari``, ``homogeneity``, ``completeness``, ``v_measure``: predictions as cluster
         assignments against the true labels (NaN when fewer than two true classes are present).
     """
     validate(pred)
     labels, preds = pred.labels, pred.preds
-    out: dict[str, float] = {}
     if pred.features is not None:
-        x = features_of(pred)
-        ok = preds == labels
-        if 2 <= len(np.unique(labels)) <= len(labels) - 1:
-            sil = skm.silhouette_samples(x, labels, metric=metric)
-        else:
-            sil = np.full(len(labels), np.nan)
-        for name, mask in (("all", np.ones_like(ok)), ("correct", ok), ("wrong", ~ok)):
-            out[f"silhouette_{name}"] = float(sil[mask].mean()) if mask.any() else math.nan
+        out = silhouettes(features_of(pred), labels, preds == labels, metric=metric)
     else:
-        out.update(silhouette_all=math.nan, silhouette_correct=math.nan, silhouette_wrong=math.nan)
+        out = {f"silhouette_{kind}_{name}": math.nan for kind in ("in_full_set", "within_subset") for name in SUBSETS}
     if len(np.unique(labels)) < 2:
         out.update(ari=math.nan, homogeneity=math.nan, completeness=math.nan, v_measure=math.nan)
         return out
@@ -213,4 +250,4 @@ def write_clustering(pred: "Predictions", seed: int = 0, root: str | Path | None
 
 
 __all__ = ["FeaturesMissingError", "cluster_figure", "cluster_figure_plotly", "cluster_scores",
-                      "embed_2d", "features_of", "write_clustering"]
+           "embed_2d", "features_of", "silhouettes", "write_clustering"]

@@ -1,8 +1,13 @@
 """Label-preserving and label-breaking augmentation (Zhang, Doughty, Snoek, CVPR 2024).
 
 * :func:`generate` with a generator (``classic`` or ``diffusion``) writes images + a manifest;
-* :class:`PreservingDataset` (``(img, label, idx)``) joins the supervised loss;
-* :class:`BreakingPairDataset` (``(view1, view2, source_idx)``) feeds :class:`BreakingLoss`;
+* :class:`PreservingDataset` (``(img, label, idx)``) joins the supervised loss, as LRV does
+  (:class:`PreservingReplacement`: per-image replacement, weighted mean) or as the seed report does
+  (:class:`PreservingExtension`: extra training items);
+* :class:`BreakingPairDataset` (``(view1, view2, source_idx)``, pairing ``augmented_copy`` as LRV or
+  ``two_breaking`` as the seed report) feeds :class:`BreakingLoss`;
+* which protocol a run follows is ``augmentation.variant`` (``lrv`` | ``seed``,
+  :data:`lowres_clip.settings.AUGMENT_PROTOCOLS`);
 * :func:`augmentation_gallery` shows sources with their variants.
 
 Typical use::
@@ -25,6 +30,8 @@ from .base import (
     ManifestMismatchError,
     ManifestRow,
     PreservingDataset,
+    PreservingExtension,
+    PreservingReplacement,
     SourceImage,
     default_out_dir,
     derive_seed,
@@ -55,6 +62,8 @@ __all__ = [
     "ManifestRow",
     "MemoryBank",
     "PreservingDataset",
+    "PreservingExtension",
+    "PreservingReplacement",
     "SourceImage",
     "augmentation_gallery",
     "default_out_dir",

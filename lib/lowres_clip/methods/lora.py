@@ -16,7 +16,16 @@ ModifiedResNet attention pool (``tiny-rn``, RN50...) already has separate q/k/v 
 their weights directly; it is replaced by :class:`SeparateAttentionPool2d`, which calls the
 linears, so LoRA takes effect. HF BERT towers (MiniLM) already have ``query``/``key``/``value``.
 
-Image towers without attention (a timm CNN such as EfficientNet-Lite0) get LoRA on their pointwise
+Where LoRA sits, per tower type (what :func:`lora_sites` finds):
+  * ViT image towers and the text transformers (open_clip, HF BERT/MiniLM): the q/k/v (optionally
+    out) projections of every attention block chosen by ``position``;
+  * a ModifiedResNet image tower (RN50, ``tiny-rn``): **only** its attention pool's q/k/v (one
+    block); none of its convolutions (1x1 included) is adapted, because a tower with an attention
+    module is treated as an attention tower;
+  * attention-free image towers (a timm CNN such as the embedded model's EfficientNet-Lite0):
+    the pointwise 1x1 convolutions listed in ``cnn_targets``.
+
+Image towers without attention get LoRA on their pointwise
 1x1 convolutions (``conv_pw``, ``conv_pwl``, ``conv_head``): a 1x1 convolution is the per-pixel
 linear map of a CNN, as q/k/v/out are the per-token linear maps of a transformer, and peft's Conv2d
 LoRA adapts it with the same ``B A`` update. Each inverted-residual block counts as one block for

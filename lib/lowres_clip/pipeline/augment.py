@@ -18,7 +18,7 @@ def make_run_generator(spec: RunSpec):
     cfg = spec.config
     if cfg.augmentation.kind == "none":
         raise ConfigError("augmentation.kind is 'none'; set it to 'classic' or 'diffusion' to generate images.")
-    options = dict(cfg.augmentation.generator)
+    options = cfg.augmentation.generator_options()  # the variant's strengths / samples, then the run's
     if cfg.augmentation.kind == "diffusion" and "device" not in options and cfg.device != "auto":
         options["device"] = cfg.device
     return make_generator(cfg.augmentation.kind, dataset=spec.dataset, **options)

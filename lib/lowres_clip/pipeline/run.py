@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,9 +39,7 @@ def _run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSpl
 
 def templates_of(spec: RunSpec) -> list[str]:
     """The prompt templates the run uses."""
-    from ..prompts import get_templates
-
-    return get_templates(spec.config.dataset, spec.config.ensemble)
+    return spec.config.templates()  # RunConfig.template (a name or a literal) or the dataset default / ensemble
 
 
 def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
@@ -63,7 +61,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
     protocol: dict[str, Any] = {"selection": None, "selected_step": None}
     val_metric = float("nan")
     if cfg.trains:
-        transform = train_transform(bundle)
+        transform = train_transform(bundle, cfg.effective_train().crop_scale)  # Meta-Adapter alone: 0.5-1
         preserving = breaking = None
         if cfg.augmentation.kind != "none":
             with timed(timings, "augment"):
@@ -72,13 +70,13 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
             result = train(adapted, ImageDataset(ds.image_root, split.train, transform),
                            ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), cfg.train,
                            preserving=preserving, breaking=breaking)
-        val_metric = result.best_val
+        val_metric = result.selected_val
         extra["train"] = result.to_dict()
-        protocol = {"selection": extra["train"].get("selection", "best_val"), "selected_step": result.best_step,
-                    "selection_reason": extra["train"].get("selection_reason")}
+        protocol = {"selection": result.selection, "selected_step": result.selected_step,
+                    "selection_reason": result.selection_reason}
         with timed(timings, "checkpoint"):
             save_trained(adapted, spec.checkpoint_path, meta={"run_id": spec.id, "config_hash": spec.config_hash,
-                                                             "seed": cfg.seed, "train_config": cfg.to_dict()["train"]})
+                                                             "seed": cfg.seed, "train_config": asdict(cfg.effective_train())})
     with timed(timings, "eval"):
         if adapted.encoders_frozen:
             xte, yte = image_features(bundle, ds, "test", test_samples(spec, ds), cache)
@@ -148,12 +146,9 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
 
 
 def _augmentation_protocol(spec: RunSpec) -> str:
-    """How generated images were used: ``none`` or ``{kind}/{use}`` (+ the variant when set)."""
+    """How generated images were used: ``none`` or ``{kind}/{use}/{variant}`` (``classic/both/lrv``)."""
     aug = spec.config.augmentation
-    if aug.kind == "none":
-        return "none"
-    variant = getattr(aug, "variant", None)
-    return f"{aug.kind}/{aug.use}" + (f"/{variant}" if variant else "")
+    return "none" if aug.kind == "none" else f"{aug.kind}/{aug.use}/{aug.variant}"
 
 
 def _np(x: Any) -> np.ndarray:

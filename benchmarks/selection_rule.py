@@ -1,0 +1,135 @@
+"""Which checkpoint-selection rule should the CPU profile use? ``last`` against ``best_val``, measured.
+
+For each method, one training run of the CPU profile (EuroSAT, 16 shots) records the trainable
+parameters at every validation; the test accuracy (on ``--test-subset`` images) of the parameters
+each rule keeps (:func:`lowres_clip.train.select_checkpoint`) is then measured on the same
+trajectory, so the rules are compared without retraining. Also prints the untrained (step 0) accuracy.
+
+    python benchmarks/selection_rule.py --methods lora bitfit meta_adapter --seeds 1
+
+Ends with ``SUMMARY``: whether the profile's rule (``train.selection``) is within 0.5 points of the
+better rule's mean test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def measure(method: str, seed: int, args) -> dict:
+    from lowres_clip import pipeline
+    from lowres_clip import train as train_mod
+    from lowres_clip.config import resolve_config
+    from lowres_clip.datasets import ImageDataset
+    from lowres_clip.features import image_features
+    from lowres_clip.methods.adapted import build_adapted
+
+    overrides = {"method": method, "seed": seed, "test_subset": args.test_subset, "runs_root": args.work,
+                 "figures_root": args.work, "train.progress": False, **dict(args.set or [])}
+    if args.data_root:
+        overrides["data_root"] = args.data_root
+    cfg = resolve_config(args.profile, overrides=overrides)
+    ds, split = pipeline.prepare_data(cfg)
+    bundle = pipeline.load_model(cfg)
+    cache = pipeline.feature_cache(cfg)
+    support = image_features(bundle, ds, "train", split.train, cache) if "meta_adapter" in method else None
+    adapted = build_adapted(bundle, ds.classnames, cfg.templates(), cfg.method, cfg.lora, cfg.bitfit,
+                            cfg.meta_adapter, support=support, seed=cfg.seed)
+    states: dict[int, dict] = {}
+    original = train_mod._validator
+
+    def snapshot_validator(adapted_, val_set, tcfg, dtype):
+        score = original(adapted_, val_set, tcfg, dtype)
+        calls = iter(range(10**9))
+
+        def scored() -> float:
+            n = next(calls)
+            states[n] = {k: v.detach().clone() for k, v in adapted_.trainable_state().items()}
+            return score()
+
+        return scored
+
+    train_mod._validator = snapshot_validator
+    try:
+        eff = cfg.effective_train()
+        t0 = time.perf_counter()
+        result = train_mod.train(
+            adapted, ImageDataset(ds.image_root, split.train, train_mod.train_transform(bundle, eff.crop_scale)),
+            ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), dataclasses.replace(cfg.train, selection="last"))
+        seconds = time.perf_counter() - t0
+    finally:
+        train_mod._validator = original
+    steps = [h["step"] for h in result.history]
+    state_at = {step: states[i] for i, step in enumerate(steps)}
+    chosen = {rule: train_mod.select_checkpoint(result.history, rule)[0] for rule in ("last", "best_val")}
+    test = pipeline.test_samples(cfg, ds)
+    xte = yte = None
+    if adapted.encoders_frozen:
+        xte, yte = image_features(bundle, ds, "test", test, cache)
+    accuracy: dict[int, float] = {}
+    for step in sorted({0, *chosen.values()}):
+        adapted.load_trainable_state(state_at[step])
+        if xte is not None:
+            out = train_mod.evaluate_features(adapted, xte, yte)
+        else:
+            out = train_mod.evaluate(adapted, ImageDataset(ds.image_root, test, bundle.preprocess_eval),
+                                     cfg.train.eval_batch_size, cfg.train.precision, progress=False)
+        accuracy[step] = float((out["logits"].argmax(1) == out["labels"]).float().mean())
+    vals = {h["step"]: h["val"] for h in result.history}
+    return {"method": method, "seed": seed, "iterations": result.iterations, "train_s": round(seconds, 1),
+            "val": vals, "chosen": chosen, "test": {rule: accuracy[s] for rule, s in chosen.items()},
+            "step0": accuracy[0], "overrides": result.overrides}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--methods", nargs="+", default=["lora", "bitfit", "meta_adapter"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--test-subset", type=int, default=1000)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--work", default=None, help="folder for splits and caches (default: a temporary one)")
+    p.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), type=str,
+                   help="extra dotted override, value parsed as YAML (e.g. --set meta_adapter.dropout 0.4)")
+    args = p.parse_args(argv)
+    import yaml
+
+    args.set = [(k, yaml.safe_load(v)) for k, v in (args.set or [])]
+    args.work = args.work or tempfile.mkdtemp(prefix="selection_rule_")
+    from lowres_clip.datasets import default_data_root
+
+    root = Path(args.data_root) if args.data_root else default_data_root()
+    if not (root / "eurosat" / "split_zhou_EuroSAT.json").is_file():
+        print(f"SKIP: EuroSAT not under {root}")
+        return 0
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = []
+    for method in args.methods:
+        for seed in args.seeds:
+            r = measure(method, seed, args)
+            rows.append(r)
+            print(f"{method} seed {seed}: {r['iterations']} iterations in {r['train_s']}s; val by step {r['val']}; "
+                  f"step 0 test {r['step0']:.4f}; last -> step {r['chosen']['last']} test {r['test']['last']:.4f}; "
+                  f"best_val -> step {r['chosen']['best_val']} test {r['test']['best_val']:.4f}"
+                  + (f"; overrides {r['overrides']}" if r["overrides"] else ""), flush=True)
+    from lowres_clip.config import resolve_config
+
+    mean = {rule: float(np.mean([r["test"][rule] for r in rows])) for rule in ("last", "best_val")}
+    chosen = resolve_config(args.profile).train.selection
+    met = mean[chosen] >= max(mean.values()) - 0.005
+    print(f"SUMMARY goal: the {args.profile} profile's rule ({chosen}) within 0.5 points of the better rule; mean test "
+          f"accuracy over {len(rows)} runs: last {mean['last']:.4f}, best_val {mean['best_val']:.4f}: "
+          f"{'MET' if met else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
