@@ -360,6 +360,9 @@ def fused_self_attention(x: torch.Tensor, projs: Sequence[Projection], out_proj:
         width = projs[0].weight.shape[0]
         head_dim = width // num_heads
         qkv = packed_projections(h.reshape(bsz * length, -1), projs, (1.0 / math.sqrt(head_dim), 1.0, 1.0))
-        q, k, v = qkv.view(3, bsz, length, num_heads, head_dim).transpose(2, 3).unbind(0)
+        heads = qkv.view(3, bsz, length, num_heads, head_dim).transpose(2, 3)
+        if _STATE["attention"] != "sdpa" and x.device.type == "cpu":
+            heads = heads.contiguous()  # one copy for q, k and v (batched products need it)
+        q, k, v = heads.unbind(0)
         out = attention_core(q, k, v, mask, is_causal, q_scaled=True)
     return out_proj(out.transpose(1, 2).reshape(bsz, length, width))
