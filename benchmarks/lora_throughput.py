@@ -1,36 +1,45 @@
-"""Benchmark: LoRA training-step throughput of CLIP ViT-B/32 and ViT-B/16, fp32 versus the fastest mode.
+"""Benchmark: the project's CLIP-LoRA training step against a CLIP-LoRA-style baseline and the matmul rate.
 
-One training step = forward, backward and AdamW step of CLIP-LoRA (rank 2 on q, k, v of every block
-of BOTH encoders, built by :func:`lowres_clip.methods.build_adapted`) on a batch of random images,
-with the class prompts re-encoded every step because the text encoder is trained. Weights are random
-(``load_clip(name, "random")``): they do not change the speed.
+One training step = forward, backward and AdamW step of CLIP-LoRA (rank 2, alpha 1, dropout 0.25 on
+q, k, v of every block of BOTH encoders, scaling alpha / sqrt(r)) on a batch of random images, with
+the class prompts re-encoded every step because the text encoder is trained. Weights are random
+(``load_clip(name, "random")``): they do not change the speed. Measured in ONE run, on each device:
 
-Modes:
-  * ``fp32``: no autocast, NCHW images (what ``TrainConfig(precision="fp32")`` does);
-  * ``fast``: the fastest mode this device supports: autocast with
-    ``resolve_precision("auto", device)`` (bf16 on CPUs with ``avx512_bf16``/``amx_bf16`` and on
-    CUDA; fp32 elsewhere), channels-last images, attention through
-    ``F.scaled_dot_product_attention`` (the project's ``SeparateQKVAttention``) and peft's unmerged
-    LoRA path ``x A^T B^T`` (the full ``B A`` matrix is never formed). Both are checked, not assumed.
+* ``project``: the step of ``lowres_clip.train.train``: ``AdaptedCLIP`` from ``build_adapted(...,
+  "lora")``, the project's ``autocast`` helper, ``TaskLoss``, AdamW. Its attention runs through
+  :mod:`lowres_clip.methods.lora_fused` (one cast and one frozen product for q/k/v, the three LoRA
+  paths batched, cheap dropout masks) and its text tower skips the padding after the prompts;
+* ``baseline``: the same method written the way CLIP-LoRA's code (``loralib/layers.py``) runs it:
+  each ``nn.MultiheadAttention`` replaced by separate q/k/v/out linears with
+  ``F.scaled_dot_product_attention``, each adapted projection computing
+  ``x W^T + b + s * dropout(x) (B A)^T`` with the ``d x d`` matrix ``B A`` formed at every forward
+  (``W + s B A`` merged per forward when dropout is off), full 77-token prompts, the same loss,
+  autocast dtype and optimiser. Both start from the same weights and adapters; ``--quick`` checks
+  that they compute the same logits;
+* a 4096^3 matrix product in fp32 and bf16 (start and end of the run; the best is used).
 
-In the same run it measures the FLOP rate of a 4096^3 matrix product in fp32 and bf16 and prints each
-step's achieved FLOP rate (FLOPs counted once per model with ``torch.utils.flop_counter.FlopCounterMode``)
-as a fraction of both. Step times and matrix-product times are the best of their repeats (``timeit``
-practice: the minimum is the least disturbed by other processes); medians are printed beside them.
+The two steps alternate (baseline, project, baseline, ...) so a change of machine load hits both.
+Step times and matmul times are the best of their repeats (``timeit`` practice: the minimum is the
+least disturbed by other processes); medians are printed beside them. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention, forward and backward).
+Rates use the FLOPs the method needs, counted the same way for both steps: those of the project's
+step (the baseline's own count, larger because of its ``d x d`` products and its padded prompts,
+is printed beside it).
 
-Goal: in the fast mode, ViT-B/16 reaches at least 40% of the bf16 matrix-product rate.
+Goals (ViT-B/16, batch 32, bf16 autocast on a CPU with native bf16): the project's step is
+>= 1.5x faster than the baseline's and reaches >= 50 % of the bf16 matmul rate.
 
-    python benchmarks/lora_throughput.py [--models ViT-B-32 ViT-B-16] [--batch 32] [--warmup 2] [--steps 3] [--profile]
+    python benchmarks/lora_throughput.py [--models ViT-B-16] [--batch 32] [--warmup 1] [--steps 3] [--profile]
+    python benchmarks/lora_throughput.py --quick      # tiny model, one step each: checks the script
 
-Defaults are sized for a 2-core CPU (a ViT-B/16 step at batch 32 takes 10-30 s there): the whole run
-takes about 5 minutes on an idle 2-core CPU and 7-10 minutes when other processes share it.
-``--profile`` adds one profiled fast step of the last model and prints where its time goes (matrix
-products, attention, LoRA side path, dropout, casts, ...).
+``--devices`` defaults to ``cpu`` and, when present, ``cuda``. On a 2-core CPU a ViT-B/16 step takes
+about 5-10 s, the default run about 3-4 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -38,94 +47,30 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from peft.tuners.lora import LoraLayer
-from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from lowres_clip.methods import LoraConfig, build_adapted
-from lowres_clip.methods.lora import SeparateQKVAttention
+from lowres_clip.methods.lora import SeparateQKVAttention, lora_layers
 from lowres_clip.models import load_clip
-from lowres_clip.prompts import get_templates
+from lowres_clip.prompts import format_prompts, get_templates
 from lowres_clip.train import TaskLoss
 from lowres_clip.utils import autocast, cpu_supports_bf16, resolve_precision, seed_everything
 
 GOAL_MODEL = "ViT-B-16"
-GOAL_FRACTION = 0.40
+GOAL_SPEEDUP = 1.5
+GOAL_FRACTION = 0.50
 MATMUL_N = 4096
+LOGIT_SCALE = 100.0
 
 
 class BenchmarkSetupError(ValueError):
-    """The model is not set up the way this benchmark must measure it; the message says what is wrong."""
-
-
-@dataclass
-class Mode:
-    """One way of running the training step.
-
-    Attributes:
-        name: label printed in the table (``fp32`` or ``fast``).
-        dtype: autocast dtype (``None``: plain fp32, no autocast).
-        channels_last: feed the images in channels-last memory format.
-    """
-
-    name: str
-    dtype: torch.dtype | None
-    channels_last: bool
-
-    def describe(self) -> str:
-        """A short human-readable description of the mode."""
-        amp = f"{str(self.dtype).replace('torch.', '')} autocast" if self.dtype is not None else "no autocast"
-        return f"{amp}{', channels-last' if self.channels_last else ''}"
-
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` in this mode's memory format."""
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-
-@dataclass
-class Result:
-    """Timings of one model in one mode.
-
-    Attributes:
-        model, mode: what was measured.
-        flops: FLOPs of one training step (forward + backward + optimiser).
-        batch: images per step.
-        seconds: wall time of each timed step.
-        cpu_seconds: process CPU time (all threads) of each timed step.
-    """
-
-    model: str
-    mode: Mode
-    flops: int
-    batch: int
-    seconds: list[float] = field(default_factory=list)
-    cpu_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def best(self) -> float:
-        return min(self.seconds)
-
-    @property
-    def cpu_gflops(self) -> float:
-        """FLOPs per process CPU-second (all threads) of the step with the least CPU time, GFLOP."""
-        return self.flops / min(self.cpu_seconds) / 1e9
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch / self.best
-
-    @property
-    def gflops(self) -> float:
-        """Achieved FLOP rate of the best step, GFLOP/s."""
-        return self.flops / self.best / 1e9
+    """The models are not set up the way this benchmark must measure them; the message says what is wrong."""
 
 
 # ------------------------------------------------------------------------------------ device
@@ -197,48 +142,124 @@ def matmul_rate(dtype: torch.dtype, device: torch.device, n: int = MATMUL_N, rep
     return MatmulRate(2 * n**3 / wall / 1e9, 2 * n**3 / max(cpu, 1e-9) / 1e9)
 
 
-def modes_for(device: torch.device) -> list[Mode]:
-    """``fp32`` and the fastest mode the device supports (see the module docstring)."""
-    return [Mode("fp32", None, False), Mode("fast", resolve_precision("auto", device), True)]
+# ------------------------------------------------------------------------------------ baseline
+class BaselineLoraLinear(nn.Module):
+    """A frozen linear map with a LoRA adapter computed as CLIP-LoRA's ``LinearLoRA`` does.
 
-
-# ------------------------------------------------------------------------------------ model
-def build_lora(model_name: str, device: torch.device, num_classes: int, seed: int):
-    """CLIP-LoRA (rank 2, q/k/v, every block of both encoders) on a random-weight open_clip model."""
-    bundle = load_clip(model_name, "random", device)
-    cfg = LoraConfig(rank=2, encoders="both", params=("q", "k", "v"), position="all")
-    classnames = [f"class {i}" for i in range(num_classes)]
-    return build_adapted(bundle, classnames, get_templates("eurosat"), "lora", lora_cfg=cfg, seed=seed,
-                         copy_model=False)
-
-
-def check_fast_path(adapted: nn.Module) -> str:
-    """Check that attention runs through SDPA and LoRA is unmerged; return a one-line description.
-
-    Raises:
-        BenchmarkSetupError: packed ``nn.MultiheadAttention`` left in the model, merged adapters, or
-            no adapter on one of the encoders.
+    Training with dropout: ``x W^T + b + s * dropout(x) (B A)^T`` (the ``d x d`` product ``B A`` is
+    formed at every call and applied as a second full-size product); without dropout:
+    ``x (W + s B A)^T + b`` (merged per call, differentiable in ``A`` and ``B``).
     """
-    packed = [n for n, m in adapted.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    separated = sum(isinstance(m, SeparateQKVAttention) for m in adapted.modules())
-    layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
-    if packed:
-        raise BenchmarkSetupError(f"packed nn.MultiheadAttention left in the model (e.g. {packed[0]}); "
-                                  "apply_lora should have separated it.")
-    merged = [m for m in layers if m.merged]
-    if merged:
-        raise BenchmarkSetupError(f"{len(merged)} LoRA layers are merged; the benchmark measures the unmerged "
-                                  "training path x A^T B^T.")
-    if not (adapted.vision_trainable and adapted.text_trainable):
-        raise BenchmarkSetupError("LoRA must adapt both encoders (LoraConfig(encoders='both')).")
-    return (f"{len(layers)} unmerged peft LoRA layers (x A^T B^T, no B A matrix), "
-            f"{separated} SeparateQKVAttention modules (F.scaled_dot_product_attention)")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor, lora_b: torch.Tensor,
+                 scale: float, dropout: float):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+        self.lora_A = nn.Parameter(lora_a.detach().clone())
+        self.lora_B = nn.Parameter(lora_b.detach().clone())
+        self.scale = scale
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        delta = self.lora_B @ self.lora_A  # [d_out, d_in], formed at every forward as in CLIP-LoRA
+        if self.dropout is None:
+            return F.linear(x, self.weight + self.scale * delta, self.bias)
+        out = F.linear(x, self.weight, self.bias)
+        x = self.dropout(x) if self.training else x
+        return out + torch.matmul(x, delta.transpose(0, 1)) * self.scale
 
 
-def make_step(adapted, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None,
-              lr: float = 2e-4) -> Callable[[], float]:
-    """One training step of ``lowres_clip.train.train``'s loop: forward under the project's autocast
-    helper, task loss, backward, AdamW step. Returns a closure giving the loss."""
+class BaselineLoraAttention(nn.Module):
+    """CLIP-LoRA's ``PlainMultiheadAttentionLoRA``: separate q/k/v/out linears, SDPA, LoRA on q/k/v."""
+
+    def __init__(self, attn: SeparateQKVAttention):
+        super().__init__()
+        self.num_heads, self.batch_first = attn.num_heads, attn.batch_first
+        projs = []
+        for name in ("q_proj", "k_proj", "v_proj"):
+            layer = getattr(attn, name)
+            if not isinstance(layer, LoraLayer):
+                raise BenchmarkSetupError(f"{name} has no LoRA adapter; the benchmark adapts q, k and v.")
+            base = layer.get_base_layer()
+            drop = layer.lora_dropout["default"]
+            projs.append(BaselineLoraLinear(base.weight, base.bias, layer.lora_A["default"].weight,
+                                            layer.lora_B["default"].weight, float(layer.scaling["default"]),
+                                            float(drop.p) if isinstance(drop, nn.Dropout) else 0.0))
+        self.q_proj, self.k_proj, self.v_proj = projs
+        self.out_proj = nn.Linear(attn.embed_dim, attn.embed_dim, bias=attn.out_proj.bias is not None)
+        self.out_proj.load_state_dict(attn.out_proj.state_dict())
+        self.out_proj.requires_grad_(False)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, need_weights: bool = False,
+                attn_mask: torch.Tensor | None = None, **_: object) -> tuple[torch.Tensor, None]:
+        x = query if self.batch_first else query.transpose(0, 1)
+        b, n, e = x.shape
+        h = self.num_heads
+        q, k, v = (p(x).view(b, n, h, e // h).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        mask = attn_mask.to(q.dtype) if attn_mask is not None else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n, e))
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def build_baseline(project_model: nn.Module, model_name: str, device: torch.device, seed: int) -> nn.Module:
+    """A fresh copy of ``model_name`` (same random weights as ``project_model``, same ``seed``) whose
+    attention modules are :class:`BaselineLoraAttention` with the project model's adapters."""
+    seed_everything(seed)
+    model = load_clip(model_name, "random", device).model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    project = dict(project_model.named_modules())
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.MultiheadAttention):
+            twin = project.get(name)
+            if not isinstance(twin, SeparateQKVAttention):
+                raise BenchmarkSetupError(f"the project model has no adapted attention at {name}.")
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, BaselineLoraAttention(twin))
+            replaced += 1
+    if not replaced:
+        raise BenchmarkSetupError(f"{model_name} has no nn.MultiheadAttention to adapt.")
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, BaselineLoraLinear):
+            m.train()  # only the adapters' dropout is in training mode, as in the project
+    return model
+
+
+# ------------------------------------------------------------------------------------ steps
+@dataclass
+class Variant:
+    """One way of running the training step, timed.
+
+    Attributes:
+        name: ``project`` or ``baseline``.
+        step: the closure running one step (returns the loss).
+        flops: FLOPs counted for one step.
+        seconds, cpu_seconds: wall and process CPU time of each timed step.
+    """
+
+    name: str
+    step: Callable[[], float]
+    flops: int = 0
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def project_step(adapted, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None,
+                 lr: float = 2e-4) -> Callable[[], float]:
+    """One step of ``lowres_clip.train.train``'s loop: forward under the project's autocast helper,
+    task loss, backward, AdamW step."""
     params = [p for p in adapted.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     task = TaskLoss().to(adapted.device)
@@ -255,39 +276,82 @@ def make_step(adapted, images: torch.Tensor, labels: torch.Tensor, dtype: torch.
     return step
 
 
+def baseline_logits(model: nn.Module, tokens: torch.Tensor, images: torch.Tensor,
+                    dtype: torch.dtype | None) -> torch.Tensor:
+    """CLIP-LoRA's forward: full-length prompts and images under autocast, cosine logits x 100."""
+    with autocast(images.device, dtype):
+        text = model.encode_text(tokens)
+        image = model.encode_image(images)
+    text = F.normalize(text.float(), dim=-1)
+    return LOGIT_SCALE * F.normalize(image.float(), dim=-1) @ text.t()
+
+
+def baseline_step(model: nn.Module, tokens: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                  dtype: torch.dtype | None, lr: float = 2e-4) -> Callable[[], float]:
+    """One CLIP-LoRA training step: forward, cross-entropy, backward, AdamW over the adapters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+
+    def step() -> float:
+        loss = F.cross_entropy(baseline_logits(model, tokens, images, dtype), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def _cpu_flash_flops(query, key, value, *_, out_shape=None, **__) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_backward_flops(grad_out, query, key, value, *_, out_shape=None, **__) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's flop counter knows the CUDA SDPA kernels but not the CPU flash kernel: without these the
+# baseline's attention would count as zero FLOPs (torch's SDPA formulas: 2 products forward, 5 backward)
+CPU_SDPA_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward_flops,
+}
+
+
 def count_flops(step: Callable[[], float]) -> int:
     """FLOPs of one call of ``step`` (matrix products, convolutions, attention; forward and backward)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
         step()
     return int(counter.get_total_flops())
 
 
-def time_step(step: Callable[[], float], device: torch.device, warmup: int, steps: int,
-              desc: str) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of ``steps`` calls of ``step`` after ``warmup`` untimed calls."""
-    wall, cpu = [], []
-    for i in tqdm(range(warmup + steps), desc=desc, leave=False):
-        synchronize(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        synchronize(device)
-        if i >= warmup:
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    return wall, cpu
+def time_alternating(variants: Sequence[Variant], device: torch.device, warmup: int, steps: int) -> None:
+    """Run ``warmup`` untimed, then ``steps`` timed rounds of every variant in turn (interleaved, so
+    that a change of machine load affects all of them alike)."""
+    for i in range(warmup + steps):
+        for v in variants:
+            synchronize(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            v.step()
+            synchronize(device)
+            if i >= warmup:
+                v.seconds.append(time.perf_counter() - t0)
+                v.cpu_seconds.append(time.process_time() - c0)
 
 
 # ------------------------------------------------------------------------------------ profile
 def op_category(name: str, shapes: list) -> str:
     """Coarse category of a profiled aten op (see :func:`profile_step`)."""
-    if name in ("aten::mm", "aten::addmm", "aten::bmm"):
-        dims = [d for s in shapes if isinstance(s, list) for d in s]
-        return "LoRA side matmuls (a dim <= 8)" if dims and min(dims) <= 8 else "matrix products"
-    if "scaled_dot_product" in name:
-        return "attention (SDPA)"
-    if name in ("aten::bernoulli_", "aten::native_dropout", "aten::div_"):
+    dims = [d for s in shapes if isinstance(s, list) for d in s]
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+        if dims and min(dims) <= 8:
+            return "LoRA side products (a dim <= 8)"
+        return "attention products (bmm)" if name == "aten::bmm" else "frozen matrix products"
+    if "scaled_dot_product" in name or "softmax" in name:
+        return "attention (softmax / SDPA)"
+    if name in ("aten::bernoulli_", "aten::native_dropout", "aten::random_", "aten::ge", "aten::where"):
         return "dropout masks"
-    if name in ("aten::copy_", "aten::_to_copy"):
+    if name in ("aten::copy_", "aten::_to_copy", "aten::cat", "aten::stack"):
         return "copies / dtype casts"
     if "layer_norm" in name:
         return "layer norm"
@@ -313,104 +377,207 @@ def profile_step(step: Callable[[], float]) -> list[tuple[str, float]]:
 
 
 # ------------------------------------------------------------------------------------ main
-def run_model(model_name: str, device: torch.device, args: argparse.Namespace) -> list[Result]:
-    """Build one model, count one step's FLOPs, time every mode."""
+@dataclass
+class ModelResult:
+    """Both steps of one model on one device."""
+
+    device: torch.device
+    model: str
+    dtype: torch.dtype | None
+    batch: int
+    project: Variant
+    baseline: Variant
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline.best / self.project.best
+
+    def gflops(self, v: Variant) -> float:
+        """Method FLOPs (the project's count) per best wall second of ``v``, GFLOP/s."""
+        return self.project.flops / v.best / 1e9
+
+    def cpu_gflops(self, v: Variant) -> float:
+        """Method FLOPs per process CPU-second of ``v``'s least-CPU step, GFLOP/s."""
+        return self.project.flops / min(v.cpu_seconds) / 1e9
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).replace("torch.", "") if self.dtype is not None else "fp32"
+
+
+def check_models(adapted, baseline: nn.Module) -> str:
+    """Check how both models are set up; return a one-line description.
+
+    Raises:
+        BenchmarkSetupError: packed attention left, merged adapters, the fused path not taken, or an
+            encoder without adapters.
+    """
+    if any(isinstance(m, nn.MultiheadAttention) for m in adapted.modules()):
+        raise BenchmarkSetupError("packed nn.MultiheadAttention left in the project model; apply_lora separates it.")
+    layers = lora_layers(adapted.model)
+    if any(m.merged for m in layers):
+        raise BenchmarkSetupError("LoRA layers are merged; the benchmark measures unmerged training.")
+    if not (adapted.vision_trainable and adapted.text_trainable):
+        raise BenchmarkSetupError("LoRA must adapt both encoders (LoraConfig(encoders='both')).")
+    attns = [m for m in adapted.modules() if isinstance(m, SeparateQKVAttention)]
+    fused = sum(m._fusable(True, False) is not None for m in attns)
+    if fused != len(attns):
+        raise BenchmarkSetupError(f"only {fused} of {len(attns)} attention modules take the fused LoRA path.")
+    n_base = sum(isinstance(m, BaselineLoraLinear) for m in baseline.modules())
+    return (f"project: {len(layers)} unmerged LoRA layers in {fused} fused attention modules; "
+            f"baseline: {n_base} CLIP-LoRA-style layers (B A formed per forward, SDPA)")
+
+
+def check_same_function(adapted, baseline: nn.Module, tokens: torch.Tensor, images: torch.Tensor) -> float:
+    """Largest logit difference of both models in fp32, adapters' dropout off, ``B`` made non-zero.
+
+    Restores the adapters afterwards. Used by ``--quick`` (small models only)."""
+    layers = lora_layers(adapted.model)
+    base_layers = [m for m in baseline.modules() if isinstance(m, BaselineLoraLinear)]
+    saved = [layer.lora_B["default"].weight.detach().clone() for layer in layers]
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer, twin in zip(layers, base_layers):
+            new_b = 0.2 * torch.randn(layer.lora_B["default"].weight.shape, generator=gen)
+            layer.lora_B["default"].weight.copy_(new_b)
+            twin.lora_B.copy_(new_b)
+        adapted.eval()
+        baseline.eval()
+        diff = (adapted(images) - baseline_logits(baseline, tokens, images, None)).abs().max().item()
+        for layer, twin, b in zip(layers, base_layers, saved):
+            layer.lora_B["default"].weight.copy_(b)
+            twin.lora_B.copy_(b)
+    for m in baseline.modules():
+        if isinstance(m, BaselineLoraLinear):
+            m.train()
+    return diff
+
+
+def run_model(model_name: str, device: torch.device, args: argparse.Namespace) -> ModelResult:
+    """Build the project's model and the baseline, count each step's FLOPs, time them alternately."""
     seed_everything(args.seed)
-    adapted = build_lora(model_name, device, args.classes, args.seed)
-    size = adapted.model.visual.image_size
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    bundle = load_clip(model_name, "random", device)
+    cfg = LoraConfig(rank=2, alpha=1.0, dropout=0.25, encoders="both", params=("q", "k", "v"), position="all")
+    classnames = [f"class {i}" for i in range(args.classes)]
+    templates = get_templates("eurosat")
+    adapted = build_adapted(bundle, classnames, templates, "lora", lora_cfg=cfg, seed=args.seed, copy_model=False)
+    baseline = build_baseline(adapted.model, model_name, device, args.seed)
+    size = bundle.image_size
     gen = torch.Generator().manual_seed(args.seed)
     images = torch.randn(args.batch, 3, size, size, generator=gen).to(device)
     labels = torch.randint(0, args.classes, (args.batch,), generator=gen).to(device)
-    print(f"\n{model_name}: {size}px, {check_fast_path(adapted)}, "
+    tokens = bundle.tokenizer([p for per_class in format_prompts(classnames, templates) for p in per_class]).to(device)
+    print(f"\n[{device.type}] {model_name}: {size}px, batch {args.batch}, {check_models(adapted, baseline)}, "
           f"{adapted.parameter_counts()['lora']:,} trainable LoRA parameters")
-    flops = 0
-    results = []
-    for mode in modes_for(device):
-        step = make_step(adapted, mode.images(images), labels, mode.dtype)
-        if not flops:
-            flops = count_flops(step)  # doubles as the first warm-up step
-        res = Result(model_name, mode, flops, args.batch)
-        res.seconds, res.cpu_seconds = time_step(step, device, args.warmup, args.steps, f"{model_name} {mode.name}")
-        results.append(res)
-        print(f"  {mode.name:5s} ({mode.describe()}): best {res.best:7.2f} s/step, median {res.median:7.2f}, "
-              f"{res.images_per_s:6.2f} images/s, {res.gflops:6.1f} GFLOP/s (load {load_average()})")
+    if args.quick:
+        diff = check_same_function(adapted, baseline, tokens, images)
+        print(f"  same function: max |logit difference| project vs baseline (fp32, no dropout) = {diff:.2e}")
+        if diff > 1e-3:
+            raise BenchmarkSetupError(f"the baseline computes other logits than the project (max diff {diff:.2e}).")
+    dtype = resolve_precision(args.precision, device)
+    project = Variant("project", project_step(adapted, images, labels, dtype))
+    base = Variant("baseline", baseline_step(baseline, tokens, images, labels, dtype))
+    for v in (base, project):
+        v.flops = count_flops(v.step)  # doubles as the first warm-up step
+    time_alternating([base, project], device, args.warmup, args.steps)
+    res = ModelResult(device, model_name, dtype, args.batch, project, base)
+    for v in (base, project):
+        print(f"  {v.name:8s} ({res.precision}): best {v.best:7.3f} s/step, median {v.median:7.3f}, "
+              f"{args.batch / v.best:7.2f} images/s, {v.flops / 1e9:.5g} GFLOP counted")
+    print(f"  project {res.speedup:.2f}x the baseline (load {load_average()})")
     if args.profile and model_name == args.models[-1]:
-        fast = modes_for(device)[-1]
-        breakdown = profile_step(make_step(adapted, fast.images(images), labels, fast.dtype))
+        breakdown = profile_step(project.step)
         total = sum(s for _, s in breakdown) or 1.0
-        print(f"  profile of one {fast.name} step of {model_name} (self CPU time by category):")
+        print(f"  profile of one project step of {model_name} (self CPU time by category):")
         for cat, s in breakdown:
             print(f"    {cat:34s} {s:7.2f} s  {100 * s / total:5.1f}%")
-    return results
+    return res
 
 
-def main() -> int:
+def print_table(results: list[ModelResult], mm: dict[str, MatmulRate]) -> None:
+    """The results table; FLOP rates use the method FLOPs (project count) for both steps."""
+    cpu_clock = results[0].device.type == "cpu"
+    print(f"\n{'model':10s} {'step':8s} {'s/step':>7s} {'images/s':>9s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} "
+          f"{'%fp32 mm':>9s} {'%bf16 mm':>9s} {'%bf16 mm CPU-time':>18s} {'speed-up':>9s}")
+    for r in results:
+        for v in (r.baseline, r.project):
+            cpu = f"{100 * r.cpu_gflops(v) / mm['bf16'].cpu:17.1f}%" if cpu_clock else f"{'n/a':>18s}"
+            print(f"{r.model:10s} {v.name:8s} {v.best:7.3f} {r.batch / v.best:9.2f} {r.project.flops / 1e9:11.1f} "
+                  f"{r.gflops(v):8.1f} {100 * r.gflops(v) / mm['fp32'].wall:8.1f}% "
+                  f"{100 * r.gflops(v) / mm['bf16'].wall:8.1f}% {cpu} {r.baseline.best / v.best:8.2f}x")
+
+
+def run_device(device: torch.device, args: argparse.Namespace) -> str:
+    """Measure every model on ``device``; returns this device's part of the ``SUMMARY`` line."""
+    print(f"\ndevice: {describe_device(device)}; load average {load_average()}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    mm_start = {k: matmul_rate(dt, device, args.matmul_n, args.matmul_repeats) for k, dt in dtypes.items()}
+    results = [run_model(name, device, args) for name in args.models]
+    mm_end = {k: matmul_rate(dt, device, args.matmul_n, args.matmul_repeats) for k, dt in dtypes.items()}
+    mm = {k: mm_start[k].best_of(mm_end[k]) for k in dtypes}
+    print(f"\n[{device.type}] {args.matmul_n}^3 matrix product, GFLOP/s (start / end of run): "
+          + ", ".join(f"{k} {mm_start[k].wall:.1f} / {mm_end[k].wall:.1f}" for k in dtypes)
+          + "; per process CPU-second: " + ", ".join(f"{k} {mm[k].cpu:.1f}" for k in dtypes))
+    print_table(results, mm)
+    return device_summary(device, results, mm, args.matmul_n)
+
+
+def device_summary(device: torch.device, results: list[ModelResult], mm: dict[str, MatmulRate], n: int) -> str:
+    """``<device> <model> <precision>: speed-up and rate, with verdicts for the goal model``."""
+    parts = []
+    for r in results:
+        frac = r.gflops(r.project) / mm["bf16"].wall
+        text = (f"{device.type} {r.model} {r.precision}: {r.project.best:.2f} s/step = {r.speedup:.2f}x the "
+                f"CLIP-LoRA-style baseline ({r.baseline.best:.2f} s), {r.gflops(r.project):.0f} GFLOP/s = "
+                f"{100 * frac:.0f}% of the bf16 {n}^3 matmul rate")
+        if device.type == "cpu":
+            text += f" ({100 * r.cpu_gflops(r.project) / mm['bf16'].cpu:.0f}% by CPU time)"
+        if r.model == GOAL_MODEL:
+            text += (f" [goals: >= {GOAL_SPEEDUP}x {'MET' if r.speedup >= GOAL_SPEEDUP else 'MISSED'}, "
+                     f">= {100 * GOAL_FRACTION:.0f}% {'MET' if frac >= GOAL_FRACTION else 'MISSED'}]")
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-B-16"], help="open_clip model names")
+    ap.add_argument("--models", nargs="+", default=[GOAL_MODEL], help="open_clip model names")
     ap.add_argument("--batch", type=int, default=32, help="images per step")
-    ap.add_argument("--warmup", type=int, default=2,
-                    help="untimed steps per mode (the FLOP-counting step comes on top)")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per mode (the best is reported)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed rounds (the FLOP-counting step comes on top)")
+    ap.add_argument("--steps", type=int, default=3, help="timed rounds (the best is reported)")
     ap.add_argument("--classes", type=int, default=10, help="class prompts re-encoded every step")
+    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp32 (| fp16 on CUDA)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, and cuda when present)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile", action="store_true", help="profile one fast step of the last model")
-    args = ap.parse_args()
+    ap.add_argument("--matmul-n", type=int, default=MATMUL_N, help="size of the reference matrix product")
+    ap.add_argument("--matmul-repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="profile one project step of the last model")
+    ap.add_argument("--quick", action="store_true",
+                    help="check the script: tiny-vit, batch 4, one timed round, 256^3 matmul, same-function check")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.batch, args.warmup, args.steps = ["tiny-vit"], 4, 0, 1
+        args.matmul_n, args.matmul_repeats = 256, 1
     if args.steps < 1 or args.batch < 1 or args.warmup < 0:
         ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    print(f"device: {describe_device(device)}; load average {load_average()}")
-    print(f"batch {args.batch}, {args.classes} class prompts, LoRA rank 2 on q/k/v of both encoders, "
-          f"{args.warmup} warm-up + {args.steps} timed steps per mode")
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    mm_start = {k: matmul_rate(dt, device) for k, dt in dtypes.items()}
-    results = [r for name in args.models for r in run_model(name, device, args)]
-    mm_end = {k: matmul_rate(dt, device) for k, dt in dtypes.items()}
-    print(f"\n{MATMUL_N}^3 matrix product, GFLOP/s (start / end of run): "
-          + ", ".join(f"{k} {mm_start[k].wall:.1f} / {mm_end[k].wall:.1f}" for k in dtypes)
-          + "; per process CPU-second: " + ", ".join(f"{k} {mm_end[k].best_of(mm_start[k]).cpu:.1f}" for k in dtypes))
-    mm = {k: mm_start[k].best_of(mm_end[k]) for k in dtypes}
-    print_table(results, mm, cpu_clock=device.type == "cpu")
-    print(summary_line(results, mm, load_average(), cpu_clock=device.type == "cpu"))
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(f"batch {args.batch}, {args.classes} class prompts, LoRA r=2 alpha=1 dropout=0.25 on q/k/v of both "
+          f"encoders, {args.warmup} warm-up + {args.steps} timed rounds (baseline and project alternate)")
+    parts = [run_device(torch.device(d), args) for d in devices]
+    if "cuda" not in devices:
+        parts.append("cuda: not available" if not torch.cuda.is_available() else "cuda: not measured (--devices)")
+    print(f"\nSUMMARY lora-throughput: {'; '.join(parts)}; load {load_average()}")
     return 0
-
-
-def print_table(results: list[Result], mm: dict[str, MatmulRate], cpu_clock: bool) -> None:
-    """The results table; FLOP-rate fractions are relative to the best matrix-product rates ``mm``."""
-    print(f"\n{'model':10s} {'mode':5s} {'s/step':>7s} {'images/s':>9s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} "
-          f"{'%fp32 mm':>9s} {'%bf16 mm':>9s} {'%bf16 mm CPU-time':>18s} {'vs fp32':>8s}")
-    base = {r.model: r for r in results if r.mode.name == "fp32"}
-    for r in results:
-        cpu = f"{100 * r.cpu_gflops / mm['bf16'].cpu:17.1f}%" if cpu_clock else f"{'n/a':>18s}"
-        print(f"{r.model:10s} {r.mode.name:5s} {r.best:7.2f} {r.images_per_s:9.2f} {r.flops / 1e9:11.1f} "
-              f"{r.gflops:8.1f} {100 * r.gflops / mm['fp32'].wall:8.1f}% {100 * r.gflops / mm['bf16'].wall:8.1f}% "
-              f"{cpu} {base[r.model].best / r.best:7.2f}x")
-    if cpu_clock:
-        print("(CPU-time column: FLOPs per process CPU-second of the step over the same for the bf16 matmul; "
-              "unlike wall time it does not count time other processes hold the CPUs.)")
-
-
-def summary_line(results: list[Result], mm: dict[str, MatmulRate], load: str, cpu_clock: bool) -> str:
-    """The one ``SUMMARY`` line: the goal verdict (wall clock) for ViT-B/16 in the fast mode."""
-    goal = next((r for r in results if r.model == GOAL_MODEL and r.mode.name == "fast"), None)
-    others = "; ".join(f"{r.model} fast {r.images_per_s:.2f} images/s" for r in results
-                       if r.mode.name == "fast" and r is not goal)
-    if goal is None:
-        return f"SUMMARY lora-throughput: {GOAL_MODEL} not measured (see --models); {others}"
-    base = next(r for r in results if r.model == GOAL_MODEL and r.mode.name == "fp32")
-    frac = goal.gflops / mm["bf16"].wall
-    verdict = "MET" if frac >= GOAL_FRACTION else "MISSED"
-    cpu = f" ({100 * goal.cpu_gflops / mm['bf16'].cpu:.0f}% by CPU time, load {load})" if cpu_clock else ""
-    return (f"SUMMARY lora-throughput: {GOAL_MODEL} fast ({goal.mode.describe()}) {goal.images_per_s:.2f} images/s, "
-            f"{goal.gflops:.1f} GFLOP/s = {100 * frac:.0f}% of the bf16 {MATMUL_N}^3 matmul rate{cpu} "
-            f"(goal >= {100 * GOAL_FRACTION:.0f}%): {verdict}; {base.best / goal.best:.2f}x fp32"
-            + (f"; {others}" if others else ""))
 
 
 if __name__ == "__main__":

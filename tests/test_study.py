@@ -106,7 +106,8 @@ def test_combined_method_saves_its_checkpoint(roots):
     assert spec.checkpoint_path.is_file()
     assert record.extra["parameter_counts"]["lora"] > 0 and record.extra["parameter_counts"]["meta_adapter"] > 0
     assert record.extra["train"]["steps"] == spec.config.train.iterations
-    assert record.protocol["selected_step"] == record.extra["train"]["best_step"] and record.protocol["template"]
+    assert record.protocol["selected_step"] == record.extra["train"]["selected_step"] and record.protocol["template"]
+    assert record.protocol["selection"] == "last" and record.protocol["selected_step"] == spec.config.train.iterations
 
 
 def test_interrupted_run_leaves_no_finished_record(roots, monkeypatch):

@@ -56,6 +56,7 @@ from peft.tuners.lora import LoraLayer
 
 from ..settings import CNN_TARGETS, LORA_PARAMS, POSITION_ALIASES, POSITIONS, SCALINGS, LoraConfig  # noqa: F401
 from ..utils import AdaptationError, check_encoders, seeded, tower_of
+from .lora_fused import Projection, fusable_projections, fused_enabled, fused_self_attention, pack_parameters
 
 
 def _merge_masks(
@@ -144,8 +145,31 @@ class SeparateQKVAttention(nn.Module):
             new.out_proj.weight.copy_(mha.out_proj.weight)
             if mha.out_proj.bias is not None:
                 new.out_proj.bias.copy_(mha.out_proj.bias)
+        new.pack_frozen()
         new.train(mha.training)
         return new
+
+    def pack_frozen(self) -> None:
+        """Store the q/k/v weights (and biases) back to back in one tensor, so that the fused path
+        (:mod:`lowres_clip.methods.lora_fused`) uses them as one ``[3E, E]`` weight without copying.
+        Parameter names and values are unchanged."""
+        lins = (self.q_proj, self.k_proj, self.v_proj)
+        if all(type(m) is nn.Linear for m in lins) and len({m.weight.shape for m in lins}) == 1:
+            pack_parameters([m.weight for m in lins])
+            if all(m.bias is not None for m in lins):
+                pack_parameters([m.bias for m in lins])
+
+    def _fusable(self, self_attention: bool, need_weights: bool) -> list[Projection] | None:
+        """The q/k/v projections when the fused LoRA path applies (self-attention, no attention
+        weights or attention dropout asked for, plain (LoRA-)linear q/k/v), else ``None``."""
+        if not fused_enabled() or need_weights or not self_attention:
+            return None
+        if self.training and self.dropout > 0.0:
+            return None
+        projs = fusable_projections((self.q_proj, self.k_proj, self.v_proj))
+        if projs is None or any(p.weight.shape[0] != self.embed_dim for p in projs):
+            return None
+        return projs
 
     def forward(
         self,
@@ -158,6 +182,7 @@ class SeparateQKVAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self_attention = query is key and key is value
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = (t.unsqueeze(1 if not self.batch_first else 0) for t in (query, key, value))
@@ -168,6 +193,12 @@ class SeparateQKVAttention(nn.Module):
         b, q_len, _ = query.shape
         k_len = key.shape[1]
         h, d = self.num_heads, self.head_dim
+        projs = self._fusable(self_attention, need_weights)
+        if projs is not None:
+            mask = _merge_masks(attn_mask, key_padding_mask, b, h, q_len, k_len, query.dtype)
+            out = fused_self_attention(query, projs, self.out_proj, h, mask, is_causal)
+            out = out.transpose(0, 1) if not self.batch_first else out
+            return (out.squeeze(1 if not self.batch_first else 0) if unbatched else out), None
         q = self.q_proj(query).view(b, q_len, h, d).transpose(1, 2)
         k = self.k_proj(key).view(b, k_len, h, d).transpose(1, 2)
         v = self.v_proj(value).view(b, k_len, h, d).transpose(1, 2)
