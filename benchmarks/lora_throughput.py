@@ -39,7 +39,6 @@ about 5-10 s, the default run about 3-4 minutes.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics

@@ -14,14 +14,14 @@ from ..utils import AdaptationError
 from .adapted import AdaptedCLIP, SupportFeatures, UnknownMethodError, build_adapted, adapter_parts
 from .bitfit import BitFitConfig, apply_bitfit, bitfit_parameters
 from .linear_probe import LinearProbe, fit_linear_probe
-from .lora import LoraConfig, apply_lora, merge_lora, separate_attention, unmerge_lora
+from .lora import LoraConfig, apply_lora, merge_lora, separate_attention
 from .meta_adapter import MetaAdapter, MetaAdapterConfig, pack_support
 from .zero_shot import LOGIT_SCALE, cosine_logits, zero_shot_classifier
 
 __all__ = [
     "AdaptationError", "AdaptedCLIP", "SupportFeatures", "UnknownMethodError", "build_adapted", "adapter_parts",
     "BitFitConfig", "apply_bitfit", "bitfit_parameters", "LinearProbe", "fit_linear_probe",
-    "LoraConfig", "apply_lora", "merge_lora", "separate_attention", "unmerge_lora",
+    "LoraConfig", "apply_lora", "merge_lora", "separate_attention",
     "MetaAdapter", "MetaAdapterConfig", "pack_support",
     "LOGIT_SCALE", "cosine_logits", "zero_shot_classifier",
 ]

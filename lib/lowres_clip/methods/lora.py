@@ -420,18 +420,13 @@ def lora_layers(model: nn.Module) -> list[LoraLayer]:
 
 
 def merge_lora(model: nn.Module) -> int:
-    """Fold every adapter into its base weight (``W <- W + s B A``); returns the number merged."""
+    """Fold every adapter into its base weight (``W <- W + s B A``); returns the number merged.
+
+    The merged formulation is the reference the equivalence tests compare the training paths with.
+    """
     layers = lora_layers(model)
     for layer in layers:
         layer.merge()
-    return len(layers)
-
-
-def unmerge_lora(model: nn.Module) -> int:
-    """Undo :func:`merge_lora`; returns the number of layers unmerged."""
-    layers = lora_layers(model)
-    for layer in layers:
-        layer.unmerge()
     return len(layers)
 
 
