@@ -110,9 +110,10 @@ def results_block(dataset: str, records, table, log: dict[str, Any] | None, stal
         + f" at commit {', '.join(c[:10] for c in commits)} on {'; '.join(machines)}). Do not edit by hand.",
     ]
     if log:
+        load = log.get("load_average")
         lines.append(f"The study that made them: `{log.get('command', '?')}`, {log.get('ran', '?')} notebooks ran, "
                      f"{log.get('failed', '?')} failed, wall time {log.get('seconds', 0) / 60:.1f} min "
-                     f"({log.get('date', '?')}).")
+                     f"({log.get('date', '?')}" + (f"; load average at the end {load}" if load else "") + ").")
     if stale:
         lines.append(f"**{len(stale)} of these records are stale** (the current code resolves other settings for "
                      "their command): " + ", ".join(s.run_id for s in stale[:5]) + ".")
@@ -130,7 +131,7 @@ def results_block(dataset: str, records, table, log: dict[str, Any] | None, stal
         t = timings.get(row["group_hash"], {})
         lines.append(f"| {row['shots']} | {row['row']} | {_pct(row['top1_mean'], row['top1_std'], row['n_seeds'])} | "
                      f"{_pct(row['balanced_mean'], row['balanced_std'], row['n_seeds'])} | {diff} | {row['n_seeds']} | "
-                     f"{row['selection'] or '-'} | {t.get('train', 0):.0f} | {t.get('eval', 0):.0f} |")
+                     f"{_text(row['selection'])} | {t.get('train', 0):.0f} | {t.get('eval', 0):.0f} |")
         if ref is not None and row["method"] not in ("linear_probe", "zero_shot"):
             gap = 100 * (row["top1_mean"] - ref["top1_mean"])
             verdict = "reaches" if gap >= -GOAL_POINTS else "misses"
@@ -140,6 +141,11 @@ def results_block(dataset: str, records, table, log: dict[str, Any] | None, stal
         lines += ["", "Against the goal (mean over seeds; computed from the table above):", ""]
         lines += [f"* {g}" for g in goals]
     return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    """A table cell: ``-`` for missing values (``None`` / NaN)."""
+    return "-" if value is None or value != value else str(value)
 
 
 def _mean_timings(records) -> dict[str, dict[str, float]]:

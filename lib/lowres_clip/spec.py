@@ -187,10 +187,15 @@ class RunSpec:
         lt = f"-lt{self.config.long_tail_ratio:g}" if self.config.long_tail_ratio else ""
         return f"k{self.config.shots}{lt}-s{self.config.seed}"
 
+    @property
+    def method_key(self) -> str:
+        """``{dataset}/{model}-{weights}/{label}``: the key without the cell (a method's slice of a grid)."""
+        return f"{self.dataset}/{self.model_weights}/{self.label}"
+
     @cached_property
     def key(self) -> str:
         """The readable key ``{dataset}/{model}-{weights}/{label}/k{shots}-s{seed}``."""
-        return f"{self.dataset}/{self.model_weights}/{self.label}/{self.cell}"
+        return f"{self.method_key}/{self.cell}"
 
     @cached_property
     def settings(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ virtualenv's own (``python -m ipykernel install --sys-prefix``).
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def plan_study(
 
 def _run_job_name(spec: RunSpec, per_method: bool) -> str:
     """The job that makes a run: ``{dataset}/{model}-{weights}/{label}`` per method, else the run id."""
-    return f"{spec.dataset}/{spec.model_weights}/{spec.label}" if per_method else spec.id
+    return spec.method_key if per_method else spec.id
 
 
 def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cells: Sequence[tuple[int, int]],
@@ -348,7 +349,8 @@ def write_log(base: RunSpec, result: StudyResult, command: str | None) -> Path:
     path = base.runs_root / base.dataset / "study-log.json"
     log = {"command": command or "run_study(...)", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "seconds": round(result.seconds, 1), "ran": len(result.ran), "skipped": len(result.skipped),
-           "failed": len(result.failed), "machine": machine()}
+           "failed": len(result.failed), "machine": machine(),
+           "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     atomic_write_text(path, json.dumps(log, indent=1))
     return path
 
