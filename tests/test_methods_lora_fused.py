@@ -84,7 +84,7 @@ def test_fused_path_equals_plain_formulation_outputs_and_gradients(bundle):
     images, tokens = _inputs(bundle)
     adapted = _adapted(bundle)
     attns = [m for m in adapted.modules() if isinstance(m, SeparateQKVAttention)]
-    assert attns and all(m._fusable(True, False) is not None for m in attns)  # the fused path is taken
+    assert attns and all(m.uses_fused_path() for m in attns)  # the fused path is taken
 
     logits = _clip_logits(adapted(image=images, text=tokens))
     (logits ** 2).sum().backward()
@@ -225,7 +225,7 @@ def test_merged_weights_need_weights_and_cross_attention_take_the_generic_path(b
         with fused_lora(False):
             assert torch.allclose(attn(x, y, y, need_weights=False)[0], cross, **TOL)
         merge_lora(model)
-        assert attn._fusable(True, False) is None
+        assert not attn.uses_fused_path()
         assert torch.allclose(attn(x, x, x, need_weights=False)[0], fused, **TOL)
 
 

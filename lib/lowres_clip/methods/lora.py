@@ -16,6 +16,12 @@ ModifiedResNet attention pool (``tiny-rn``, RN50...) already has separate q/k/v 
 their weights directly; it is replaced by :class:`SeparateAttentionPool2d`, which calls the
 linears, so LoRA takes effect. HF BERT towers (MiniLM) already have ``query``/``key``/``value``.
 
+Training speed: for self-attention whose q/k/v are plain peft LoRA layers (the CLIP-LoRA case),
+:class:`SeparateQKVAttention` computes the same function through
+:mod:`lowres_clip.methods.lora_fused` (one cast of the block input, one frozen product for q/k/v
+stored back to back, the adapters batched with cheap dropout masks, batched-product attention on
+CPUs); other cases, and everything inside ``fused_lora(False)``, call the projections one by one.
+
 Image towers without attention (a timm CNN such as EfficientNet-Lite0) get LoRA on their pointwise
 1x1 convolutions (``conv_pw``, ``conv_pwl``, ``conv_head``): a 1x1 convolution is the per-pixel
 linear map of a CNN, as q/k/v/out are the per-token linear maps of a transformer, and peft's Conv2d
@@ -219,6 +225,10 @@ class SeparateQKVAttention(nn.Module):
         if projs is None or any(p.weight.shape[0] != self.embed_dim for p in projs):
             return None
         return projs
+
+    def uses_fused_path(self) -> bool:
+        """Whether a self-attention call without attention weights takes the fused LoRA path now."""
+        return self._fusable(True, False) is not None
 
     def forward(
         self,
