@@ -249,7 +249,7 @@ def frozen_concat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if any(t.requires_grad for t in tensors):
         return torch.cat(list(tensors))
     view = adjacent_view(tensors)
-    if view is None and all(isinstance(t, nn.Parameter) for t in tensors):
+    if view is None and all(isinstance(t, nn.Parameter) for t in tensors) and not torch.is_inference_mode_enabled():
         pack_parameters(tensors)
         view = adjacent_view(tensors)
     return view if view is not None else torch.cat(list(tensors))
