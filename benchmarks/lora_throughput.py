@@ -419,7 +419,7 @@ def check_models(adapted, baseline: nn.Module) -> str:
     if not (adapted.vision_trainable and adapted.text_trainable):
         raise BenchmarkSetupError("LoRA must adapt both encoders (LoraConfig(encoders='both')).")
     attns = [m for m in adapted.modules() if isinstance(m, SeparateQKVAttention)]
-    fused = sum(m._fusable(True, False) is not None for m in attns)
+    fused = sum(m.uses_fused_path() for m in attns)
     if fused != len(attns):
         raise BenchmarkSetupError(f"only {fused} of {len(attns)} attention modules take the fused LoRA path.")
     n_base = sum(isinstance(m, BaselineLoraLinear) for m in baseline.modules())

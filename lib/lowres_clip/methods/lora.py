@@ -25,7 +25,13 @@ Where LoRA sits, per tower type (what :func:`lora_sites` finds):
   * attention-free image towers (a timm CNN such as the embedded model's EfficientNet-Lite0):
     the pointwise 1x1 convolutions listed in ``cnn_targets``.
 
-Image towers without attention get LoRA on their pointwise
+Training speed: for self-attention whose q/k/v are plain peft LoRA layers (the CLIP-LoRA case),
+:class:`SeparateQKVAttention` computes the same function through
+:mod:`lowres_clip.methods.lora_fused` (one cast of the block input, one frozen product for q/k/v
+stored back to back, the adapters batched with cheap dropout masks, batched-product attention on
+CPUs); other cases, and everything inside ``fused_lora(False)``, call the projections one by one.
+
+On attention-free towers the pointwise
 1x1 convolutions (``conv_pw``, ``conv_pwl``, ``conv_head``): a 1x1 convolution is the per-pixel
 linear map of a CNN, as q/k/v/out are the per-token linear maps of a transformer, and peft's Conv2d
 LoRA adapts it with the same ``B A`` update. Each inverted-residual block counts as one block for
@@ -170,6 +176,10 @@ class SeparateQKVAttention(nn.Module):
         if projs is None or any(p.weight.shape[0] != self.embed_dim for p in projs):
             return None
         return projs
+
+    def uses_fused_path(self) -> bool:
+        """Whether a self-attention call without attention weights takes the fused LoRA path now."""
+        return self._fusable(True, False) is not None
 
     def forward(
         self,

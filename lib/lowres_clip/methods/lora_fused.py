@@ -211,8 +211,7 @@ def fusable_projections(modules: Sequence[nn.Module]) -> list[Projection] | None
 # ------------------------------------------------------------------------------ computation
 def compute_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype active for ``device`` (``None`` when autocast is off)."""
-    kind = device.type if device.type in ("cuda", "cpu") else "cpu"
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 def adjacent_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -250,7 +249,7 @@ def frozen_concat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if any(t.requires_grad for t in tensors):
         return torch.cat(list(tensors))
     view = adjacent_view(tensors)
-    if view is None and all(isinstance(t, nn.Parameter) for t in tensors):
+    if view is None and all(isinstance(t, nn.Parameter) for t in tensors) and not torch.is_inference_mode_enabled():
         pack_parameters(tensors)
         view = adjacent_view(tensors)
     return view if view is not None else torch.cat(list(tensors))
@@ -356,7 +355,7 @@ def fused_self_attention(x: torch.Tensor, projs: Sequence[Projection], out_proj:
     bsz, length, _ = x.shape
     dtype = compute_dtype(x.device)
     h = x.to(dtype) if dtype is not None else x
-    with torch.autocast(x.device.type if x.device.type in ("cuda", "cpu") else "cpu", enabled=False):
+    with torch.autocast(x.device.type, enabled=False):
         width = projs[0].weight.shape[0]
         head_dim = width // num_heads
         qkv = packed_projections(h.reshape(bsz * length, -1), projs, (1.0 / math.sqrt(head_dim), 1.0, 1.0))
