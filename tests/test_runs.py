@@ -88,3 +88,10 @@ def test_aggregate_groups_by_settings_hash_and_tables(tmp_path):
     (tmp_path / "runs" / "eurosat" / "old" / "record.json").write_text('{"run_key": "x"}')
     with pytest.warns(UserWarning, match="older format"):
         assert len(runs.load_records(tmp_path / "runs", "eurosat")) == 3
+
+
+def test_excluded_images_get_their_own_splits(tmp_path):
+    plain = spec(tmp_path, method="lora")
+    excluded = spec(tmp_path, method="lora", exclude=["Forest/Forest_1.jpg"])
+    assert excluded.config_hash != plain.config_hash and excluded.split_dir != plain.split_dir
+    assert excluded.split_dir.parent == plain.split_dir

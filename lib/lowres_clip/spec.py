@@ -286,8 +286,10 @@ class RunSpec:
 
     @property
     def split_dir(self) -> Path:
-        """``runs/{dataset}/splits/``: the saved K-shot splits every method of a cell reads."""
-        return self.runs_root / self.dataset / "splits"
+        """``runs/{dataset}/splits/``: the saved K-shot splits every method of a cell reads
+        (``splits/exclude-{hash}/`` when images are excluded: other data, other splits)."""
+        base = self.runs_root / self.dataset / "splits"
+        return base / f"exclude-{short_hash(sorted(self.config.exclude))}" if self.config.exclude else base
 
     @property
     def data_figure_dir(self) -> Path:
