@@ -67,6 +67,8 @@ def test_stale_when_the_command_resolves_to_other_settings(study):
     assert [s.run_id.split("/")[2] for s in stale] == ["lora"]  # zero-shot and the probe do not train
     assert "settings changed" in stale[0].reason
     assert results.main(["stale", "--records-root", str(tmp / "records")]) == 1
+    report = pipeline.report_tables(resolve_run(str(study["profile"]), None, **study["roots"]))
+    assert [s.run_id for s in report.stale] == [stale[0].run_id]  # the report notebook says so too
 
 
 def test_reproduce_reruns_and_compares(study, capsys):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .runs import Stale, stale_records  # noqa: F401 (re-exported)
 from .spec import FIGURES_ROOT, RECORD_FILE, REPO, RUNS_ROOT, resolve_origin
 
 RECORDS_ROOT = FIGURES_ROOT / "records"
@@ -58,37 +59,6 @@ def publish(dataset: str, runs_root: Path = RUNS_ROOT, dest: Path = RECORDS_ROOT
     if log.is_file():
         shutil.copy(log, dest / dataset / STUDY_LOG)
     return written
-
-
-# ----------------------------------------------------------------------------- staleness
-@dataclass
-class Stale:
-    """A committed record the current code would not reproduce with the same command."""
-
-    run_id: str
-    stored_hash: str
-    current_hash: str | None
-    reason: str
-
-
-def stale_records(records) -> list[Stale]:
-    """Records whose stored settings hash differs from the current code's for the same command."""
-    from .config import ConfigError
-
-    out = []
-    for r in records:
-        origin = r.identity.get("origin")
-        if not origin:
-            out.append(Stale(r.run_id, r.config_hash, None, "the record names no command (origin)"))
-            continue
-        try:
-            current = resolve_origin(origin).config_hash
-        except ConfigError as exc:
-            out.append(Stale(r.run_id, r.config_hash, None, f"the command no longer resolves: {exc}"))
-            continue
-        if current != r.config_hash:
-            out.append(Stale(r.run_id, r.config_hash, current, "settings changed since the record was made"))
-    return out
 
 
 # ----------------------------------------------------------------------------- render

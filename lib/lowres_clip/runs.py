@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
-from .spec import REPO, RECORD_FILE, RUNS_ROOT, RunSpec, distinguishing
+from .spec import REPO, RECORD_FILE, RUNS_ROOT, RunSpec, distinguishing, resolve_origin
 
 TRACKED_PACKAGES = (
     "torch", "torchvision", "open_clip_torch", "peft", "diffusers", "timm", "transformers",
@@ -229,6 +229,37 @@ def load_records(root: str | Path | None = None, dataset: str | None = None) -> 
             old.append(p)
     if old:
         warnings.warn(f"skipped {len(old)} record(s) of an older format under {base} (e.g. {old[0]}); rerun those runs.")
+    return out
+
+
+# ----------------------------------------------------------------------------- staleness
+@dataclass
+class Stale:
+    """A committed record the current code would not reproduce with the same command."""
+
+    run_id: str
+    stored_hash: str
+    current_hash: str | None
+    reason: str
+
+
+def stale_records(records) -> list[Stale]:
+    """Records whose stored settings hash differs from the current code's for the same command."""
+    from .config import ConfigError
+
+    out = []
+    for r in records:
+        origin = r.identity.get("origin")
+        if not origin:
+            out.append(Stale(r.run_id, r.config_hash, None, "the record names no command (origin)"))
+            continue
+        try:
+            current = resolve_origin(origin).config_hash
+        except ConfigError as exc:
+            out.append(Stale(r.run_id, r.config_hash, None, f"the command no longer resolves: {exc}"))
+            continue
+        if current != r.config_hash:
+            out.append(Stale(r.run_id, r.config_hash, current, "settings changed since the record was made"))
     return out
 
 

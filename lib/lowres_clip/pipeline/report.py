@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..registry import study_order
-from ..runs import aggregate, format_table, load_records, records_frame, write_tables
+from ..runs import aggregate, format_table, load_records, records_frame, stale_records, write_tables
 from ..spec import RunSpec
 
 TABLE_NAME = "results"
@@ -24,6 +24,7 @@ class ReportTables:
         runs: one row per finished run (metrics, seconds, settings hash).
         figures: ``{name: Figure}`` (matplotlib; the plotly versions are written as HTML).
         paths: files written under ``figures/{dataset}/tables/``.
+        stale: records the current code would not produce for the same command (printed too).
     """
 
     table: Any
@@ -31,6 +32,7 @@ class ReportTables:
     runs: Any
     figures: dict[str, Any]
     paths: list[Path]
+    stale: list = field(default_factory=list)
 
 
 def _sorted(table):
@@ -80,4 +82,8 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
                                    plotly_js=plotly_js)
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
-    return ReportTables(table, format_table(table, metrics), runs, figures, paths)
+    stale = stale_records(records)
+    for s in stale:
+        print(f"STALE: {s.run_id}: {s.reason} (stored settings {s.stored_hash}, current {s.current_hash}); "
+              "rerun it before reading its numbers next to this code.")
+    return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale)
