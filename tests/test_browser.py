@@ -35,8 +35,8 @@ from browser_helpers import (
 )
 
 from lowres_clip import pipeline, study
-from lowres_clip.config import resolve_config
-from lowres_clip.runs import RUNS_ROOT, Predictions
+from lowres_clip.runs import Predictions
+from lowres_clip.spec import RUNS_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -83,19 +83,19 @@ def smoke_study(tmp_path: Path) -> SmokeStudy:
 
     The parameters are the ones :func:`lowres_clip.study.plan_study` gives the failure-analysis job;
     its prerequisite runs are run with the library exactly as their notebooks do
-    (:func:`~lowres_clip.config.resolve_config` of the job's parameters, then
-    :func:`~lowres_clip.pipeline.ensure_run`), so the notebook in the browser only analyses them.
+    (the jobs' :class:`~lowres_clip.spec.RunSpec`, then :func:`~lowres_clip.pipeline.ensure_run`),
+    so the notebook in the browser only analyses them.
     """
     roots = {name: tmp_path / name for name in ("runs", "figures", "cache")}
     jobs = study.plan_study("smoke", "eurosat", runs_root=roots["runs"], figures_root=roots["figures"],
-                            cache_root=roots["cache"], methods=[BASELINE, ADAPTED], shots=[1], seeds=[1])
+                            cache_root=roots["cache"], methods=[BASELINE, ADAPTED], shots=[1], seeds=[1],
+                            per_method=False)
     failure = next(j for j in jobs if j.notebook == study.NB_FAILURE)
     predictions: dict[str, Predictions] = {}
     for job in jobs:
-        if job.run_key in failure.depends:
-            params = dict(job.parameters)
-            cfg = resolve_config(params.pop("profile"), params.pop("overrides", None), **params)
-            predictions[cfg.run_key] = pipeline.ensure_run(cfg)[1]
+        if job.name in failure.depends:
+            for spec in job.specs:
+                predictions[spec.id] = pipeline.ensure_run(spec)[1]
     assert len(predictions) == 2, f"expected the baseline and adapted runs, got {list(predictions)}"
     return SmokeStudy(dict(failure.parameters), predictions)
 
