@@ -408,14 +408,20 @@ def test_a_real_sigint_inside_the_guard_is_one_interrupt_and_mutes_shutdown_nois
     import signal
 
     ran = []
-    with pytest.raises(interrupt.Interrupted) as err:
-        with interrupt.guard(["a", "b"], ran, [], []) as g:
-            g.current = "a"
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the signal arrives here
-    assert err.value.remaining == ["a", "b"]
-    assert logging.getLogger("asyncio").level == logging.CRITICAL  # no "Task exception was never retrieved"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # a process started in the background (as CI may start the suite) inherits SIGINT ignored;
+    # Ctrl-C in a terminal has Python's own handler, which is what this test is about
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(interrupt.Interrupted) as err:
+            with interrupt.guard(["a", "b"], ran, [], []) as g:
+                g.current = "a"
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the signal arrives here
+        assert err.value.remaining == ["a", "b"]
+        assert logging.getLogger("asyncio").level == logging.CRITICAL  # no "Task exception was never retrieved"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_common_model_checks_do_not_import_open_clip_and_agree_with_it():
