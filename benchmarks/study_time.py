@@ -131,11 +131,9 @@ def shares(times: list["NotebookTime"], records: dict[str, dict[str, float]], to
     out = {k: sum(t.get(part, 0.0) for t in records.values() for part in parts) for k, parts in SHARES.items()}
     in_runs = sum(t.get("total", 0.0) for t in records.values())
     in_notebooks = sum(t.seconds for t in times)
-    out["other notebook work (data, augmentation, failure analysis, report)"] = max(0.0, in_notebooks - in_runs
-                                                                                  - sum(t.cells[0] if t.cells else 0 for t in times)
-                                                                                  - sum(t.cells[1] if len(t.cells) > 1 else 0 for t in times))
-    out["kernel start-up, imports, runner"] = total - in_notebooks + sum(
-        (t.cells[0] if t.cells else 0) + (t.cells[1] if len(t.cells) > 1 else 0) for t in times)
+    setup_cells = sum(sum(t.cells[:2]) for t in times)  # the parameters and import / configuration cells
+    out["other notebook work (data, augmentation, failure analysis, report)"] = max(0.0, in_notebooks - in_runs - setup_cells)
+    out["kernel start-up, imports, runner"] = total - in_notebooks + setup_cells
     return out
 
 

@@ -185,9 +185,7 @@ class RunRecord:
         return self.identity["config_hash"]
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["config_hash"] = self.config_hash  # top level too: RunSpec.is_finished reads it cheaply
-        return json.dumps(d, indent=2, default=_json_default)
+        return json.dumps(asdict(self), indent=2, default=_json_default)
 
     def save(self, path: str | Path) -> Path:
         """Write the record atomically to ``path`` (the run's completion marker)."""

@@ -322,8 +322,8 @@ class RunSpec:
     def stored_hash(self) -> str | None:
         """The ``config_hash`` of the record in :attr:`run_dir` (``None``: no readable record)."""
         try:
-            return json.loads(self.record_path.read_text()).get("config_hash")
-        except (OSError, ValueError):
+            return json.loads(self.record_path.read_text())["identity"]["config_hash"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def is_finished(self) -> bool:

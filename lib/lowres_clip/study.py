@@ -312,9 +312,10 @@ def run_study(
     prof = load_profile(profile)
     settings = merge_cluster(prof.cluster, cluster)
     if per_method is None:  # in one process: one kernel per method; spread over workers: one job per run
-        name = executor if isinstance(executor, str) else settings.executor if executor is None else \
-            getattr(executor, "name", "sequential")
-        per_method = name == "sequential"
+        if isinstance(executor, str) or executor is None:
+            per_method = (executor or settings.executor) == "sequential"
+        else:  # an executor object, or a function run in this process
+            per_method = getattr(executor, "name", "sequential") == "sequential"
     jobs = plan_study(prof, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
                       overrides, methods, shots, seeds, notebooks_dir, per_method)
     base = RunSpec(_resolve(prof, jobs[-1].parameters, {}))
