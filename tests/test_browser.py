@@ -89,7 +89,7 @@ def smoke_study(tmp_path: Path) -> SmokeStudy:
     roots = {name: tmp_path / name for name in ("runs", "figures", "cache")}
     jobs = study.plan_study("smoke", "eurosat", runs_root=roots["runs"], figures_root=roots["figures"],
                             cache_root=roots["cache"], methods=[BASELINE, ADAPTED], shots=[1], seeds=[1],
-                            per_method=False)
+                            jobs_per="run")
     failure = next(j for j in jobs if j.notebook == study.NB_FAILURE)
     predictions: dict[str, Predictions] = {}
     for job in jobs:

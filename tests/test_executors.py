@@ -60,12 +60,12 @@ class SlotRecorder:
 
 def run_grid(roots, executor, **kw):
     return study.run_study("smoke", "eurosat", methods=["zero_shot", "lora"], shots=[1], seeds=[1],
-                           executor=executor, progress=False, per_method=False, **roots, **kw)
+                           executor=executor, progress=False, jobs_per="run", **roots, **kw)
 
 
 # ----------------------------------------------------------------------------- planning
 def test_plan_keeps_dependencies_on_started_jobs_and_puts_the_report_last(roots):
-    jobs = study.plan_study("smoke", "eurosat", methods=["zero_shot", "lora"], shots=[1], seeds=[1], per_method=False,
+    jobs = study.plan_study("smoke", "eurosat", methods=["zero_shot", "lora"], shots=[1], seeds=[1], jobs_per="run",
                             **roots)
     zs, lora = key(roots, "zero_shot"), key(roots, "lora")
     planned, skipped = executors.plan_submissions(jobs, lambda job, ran: job.name == zs)
@@ -85,7 +85,7 @@ def test_local_workers_respect_the_graph_and_pin_one_gpu_per_worker(roots):
     ex = executors.LocalExecutor(2, gpus=["3", "5"], runner=rec)
     result = run_grid(roots, ex)
     zs, lora = key(roots, "zero_shot"), key(roots, "lora")
-    assert result.ok and result.ran == [DATA, zs, lora, FAILURE, REPORT]  # reported in plan order
+    assert result.ok and result.ran == [DATA, lora, zs, FAILURE, REPORT]  # reported in plan order (longest first)
     span = rec.spans
     for job, deps in {zs: [DATA], lora: [DATA], FAILURE: [zs, lora], REPORT: [DATA, zs, lora, FAILURE]}.items():
         assert all(span[job][0] >= span[d][1] for d in deps), job
@@ -121,6 +121,12 @@ def test_gpu_slots_round_robin_and_visible_gpus(monkeypatch):
     assert [executors.slot_env(i, ["0", "1"]) for i in range(3)] == [
         {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "0"}]
     assert executors.slot_env(1, []) == {}
+    for v in executors.THREAD_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    assert executors.slot_env(0, [], threads=1) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert [executors.worker_threads(w, cpus=2) for w in (1, 2, 4)] == [2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the caller's choice wins
+    assert executors.slot_env(0, [], threads=1) == {}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
     assert executors.visible_gpus() == ["2", "7"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

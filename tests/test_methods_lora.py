@@ -16,6 +16,7 @@ from lowres_clip.methods.lora import (
     lora_layers,
     lora_sites,
     merge_lora,
+    merged_lora,
     select_blocks,
     separate_attention,
 )
@@ -204,6 +205,62 @@ def test_hf_bert_text_tower_and_cnn_image_tower():
     with torch.no_grad():
         assert torch.allclose(model.visual.trunk(images), ref_img, atol=1e-5)
         assert torch.allclose(model.text.transformer(input_ids=ids).last_hidden_state, ref_txt, atol=1e-5)
+
+
+def _trained_cnn_lora(seed: int = 0):
+    """An EfficientNet-Lite0 tower with LoRA on its 1x1 convolutions and non-zero (as if trained) B."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(seed)
+    model = nn.Module()
+    model.visual = nn.Module()
+    model.visual.trunk = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    apply_lora(model, LoraConfig(rank=2, encoders="vision"))
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            for b in layer.lora_B.values():
+                b.weight.normal_(0, 0.05)
+    return model.eval()
+
+
+def test_cnn_lora_dropout_is_an_inverted_dropout_with_cheap_masks():
+    """peft's dropout modules become MaskDropout: in training each element is kept with probability
+    1 - p and scaled by 1 / (1 - p) (mean preserved), the gradient passes through the kept elements
+    only; in eval mode it is the identity."""
+    from lowres_clip.methods.lora_fused import MaskDropout
+
+    model = _trained_cnn_lora()
+    drops = [d for layer in lora_layers(model) for d in layer.lora_dropout.values()]
+    assert drops and all(type(d) is MaskDropout and d.p == 0.25 for d in drops)
+    drop = drops[0].train()
+    torch.manual_seed(3)
+    x = torch.ones(64, 32, 16, 16, requires_grad=True)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.005  # 524,288 draws: 5 standard deviations is 0.003
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * keep / 0.75)/dx = keep / 0.75
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_merged_lora_evaluates_the_same_function_and_restores_weights():
+    """Inside merged_lora the adapters are folded into the base weights: same outputs as the
+    unmerged layers; afterwards the base weights are bit for bit the old ones and training works."""
+    model = _trained_cnn_lora()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        ref = model.visual.trunk(images)
+        with merged_lora(model) as n:
+            assert n == len(lora_layers(model)) > 0 and all(m.merged for m in lora_layers(model))
+            merged = model.visual.trunk(images)
+    assert torch.allclose(merged, ref, atol=1e-4, rtol=1e-4)
+    assert not any(m.merged for m in lora_layers(model))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with pytest.raises(RuntimeError, match="boom"), merged_lora(model):  # restored on errors too
+        raise RuntimeError("boom")
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 # --------------------------------------------------------------------------- bad inputs

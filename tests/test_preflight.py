@@ -322,7 +322,7 @@ def test_grid_axes_in_set_become_the_grid_or_fail_naming_the_flag(roots):
     assert preflight.grid_overrides({"shots": 2, "seed": [1, 2], "train.lr": 0.1}, None, None) == \
         ({"train.lr": 0.1}, [2], [1, 2], None)
     jobs = study.plan_study("smoke", "eurosat", overrides={"shots": 2, "seed": 2}, methods=["zero_shot"], **roots,
-                            per_method=False)
+                            jobs_per="run")
     names = [j.name for j in jobs]
     assert names[0] == "eurosat/data/k2-s2" and "/zero_shot/k2-s2/" in names[1] and len(names) == 3
     assert jobs[1].parameters["shots"] == 2 and "overrides" not in jobs[1].parameters

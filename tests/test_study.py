@@ -173,7 +173,7 @@ class FakeExecutor:
 
 def grid(roots, executor, **kw):
     kw.setdefault("methods", ["zero_shot", "lora"])
-    kw.setdefault("per_method", False)
+    kw.setdefault("jobs_per", "run")
     return study.run_study("smoke", "eurosat", shots=[1], seeds=[1], executor=executor, progress=False, **roots, **kw)
 
 
@@ -182,7 +182,7 @@ def test_rerun_skips_finished_runs_and_force_redoes_them(roots):
     keys = {m: s.id for m, s in specs.items()}
     first = FakeExecutor(roots["runs_root"])
     result = grid(roots, first)
-    assert result.ok and first.calls == ["eurosat/data/k1-s1", keys["zero_shot"], keys["lora"],
+    assert result.ok and first.calls == ["eurosat/data/k1-s1", keys["lora"], keys["zero_shot"],  # longest first
                                          "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/report"]
     again = FakeExecutor(roots["runs_root"])
     result = grid(roots, again)
@@ -208,9 +208,9 @@ def test_per_method_notebooks_run_the_grid_slice_in_one_kernel(roots):
     the failure analysis runs for the profile's cells; a rerun skips everything; --force redoes all."""
     ex = FakeExecutor(roots["runs_root"])
     result = study.run_study("smoke", "eurosat", executor=ex, progress=False, methods=["zero_shot", "lora"],
-                             per_method=True, **roots)
+                             jobs_per="method", **roots)
     assert result.ok
-    assert ex.calls == ["eurosat/data/grid", "eurosat/tiny-vit-random/zero_shot", "eurosat/tiny-vit-random/lora",
+    assert ex.calls == ["eurosat/data/grid", "eurosat/tiny-vit-random/lora", "eurosat/tiny-vit-random/zero_shot",
                         "eurosat/failure/k1-s1/zero_shot-vs-lora", "eurosat/failure/k1-s2/zero_shot-vs-lora",
                         "eurosat/failure/k2-s1/zero_shot-vs-lora", "eurosat/failure/k2-s2/zero_shot-vs-lora",
                         "eurosat/report"]
@@ -226,6 +226,25 @@ def test_per_method_notebooks_run_the_grid_slice_in_one_kernel(roots):
     study.run_study("smoke", "eurosat", executor=forced, progress=False, methods=["lora"], force=True, **roots)
     assert "eurosat/tiny-vit-random/lora" in forced.calls
     assert all(s.record_path.stat().st_mtime_ns != m for s, m in zip(lora.specs, mtimes))
+
+
+def test_jobs_per_method_and_seed_cut_the_grid_evenly_longest_first(roots):
+    """--jobs-per method-seed (the local workers' default): one notebook per method and seed over
+    every K, one data notebook per seed; image-tower training is listed before the cheap methods;
+    the failure analysis waits for its two method-seed jobs."""
+    jobs = study.plan_study("smoke", "eurosat", methods=["zero_shot", "lora"], jobs_per="method-seed", **roots)
+    names = [j.name for j in jobs]
+    m = "eurosat/tiny-vit-random"
+    assert names[:6] == ["eurosat/data/s1", f"{m}/lora/s1", f"{m}/zero_shot/s1",
+                         "eurosat/data/s2", f"{m}/lora/s2", f"{m}/zero_shot/s2"]
+    lora = jobs[1]
+    assert lora.parameters["shots"] == [1, 2] and lora.parameters["seed"] == [1]
+    assert [(s.config.shots, s.config.seed) for s in lora.specs] == [(1, 1), (2, 1)]
+    failure = next(j for j in jobs if j.name == "eurosat/failure/k2-s2/zero_shot-vs-lora")
+    assert sorted(failure.depends) == [f"{m}/lora/s2", f"{m}/zero_shot/s2"]
+    assert study.DEFAULT_JOBS_PER == {"sequential": "method", "local": "method-seed", "slurm": "run"}
+    with pytest.raises(ConfigError, match="jobs_per"):
+        study.plan_study("smoke", "eurosat", jobs_per="cell", **roots)
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(roots):

@@ -232,9 +232,24 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def slot_env(slot: int, gpus: Sequence[str]) -> dict[str, str]:
-    """Environment of worker ``slot``: its GPU, round-robin over ``gpus`` (nothing without GPUs)."""
-    return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """CPU threads per worker: the CPUs shared evenly (at least 1). On 2 cores, two single-threaded
+    notebooks do about 1.3x the work of one notebook on both cores (small CNN batches scale poorly
+    over threads; ``benchmarks/study_time.py``)."""
+    return max(1, (cpus or os.cpu_count() or 1) // workers)
+
+
+def slot_env(slot: int, gpus: Sequence[str], threads: int | None = None) -> dict[str, str]:
+    """Environment of worker ``slot``: its GPU, round-robin over ``gpus`` (none without GPUs), and
+    ``threads`` CPU threads (``OMP_NUM_THREADS``, read by torch) unless the caller's environment
+    already sets them."""
+    env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {}
+    if threads is not None and not any(v in os.environ for v in THREAD_VARIABLES):
+        env.update({v: str(threads) for v in THREAD_VARIABLES})
+    return env
 
 
 class LocalExecutor(StudyExecutor):
@@ -263,7 +278,9 @@ class LocalExecutor(StudyExecutor):
     def describe(self) -> str:
         pin = (f"worker i on GPU {{{', '.join(self.gpus)}}}[i % {len(self.gpus)}]" if self.gpus
                else "no GPUs")
-        return f"local ({self.workers} workers on this machine, {pin}; logs {self.log_dir}/<job>.log)"
+        threads = ("CPU threads from the environment" if any(v in os.environ for v in THREAD_VARIABLES)
+                   else f"{worker_threads(self.workers)} CPU thread(s) each")
+        return f"local ({self.workers} workers on this machine, {pin}, {threads}; logs {self.log_dir}/<job>.log)"
 
     def log_path(self, job: Job) -> Path:
         return self.log_dir / f"{job.name.replace('/', '__')}.log"
@@ -307,7 +324,8 @@ class LocalExecutor(StudyExecutor):
                     if ready and free:
                         slot = free.pop(0)
                         waiting.remove(sub)
-                        running[pool.submit(self.runner, sub.job, slot_env(slot, self.gpus))] = (sub, slot)
+                        env = slot_env(slot, self.gpus, worker_threads(self.workers))
+                        running[pool.submit(self.runner, sub.job, env)] = (sub, slot)
                 if not running:
                     if waiting:  # cannot happen with a plan in dependency order
                         raise StudyError(f"jobs wait for jobs that never start: {[s.job.name for s in waiting]}")

@@ -132,14 +132,18 @@ def plan_study(
     shots: Sequence[int] | None = None,
     seeds: Sequence[int] | None = None,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
-    per_method: bool = True,
+    jobs_per: str = "method",
 ) -> list[Job]:
     """Every notebook execution of the study for ``dataset``, validated (nothing runs).
 
     ``methods`` / ``shots`` / ``seeds`` restrict the profile's grid (they must be part of it).
-    ``per_method``: one notebook execution per method over its slice of the grid (every K and
-    seed; one kernel start instead of one per run), and one data / augmentation notebook for the
-    whole grid; else one notebook execution per run (each (K, seed) cell on its own).
+    ``jobs_per`` (:data:`JOBS_PER`) sets how the grid is cut into notebook executions:
+    ``method``: one per method over its slice of the grid (every K and seed; one kernel start
+    instead of one per run), with one data / augmentation notebook for the whole grid;
+    ``method-seed``: one per method and seed over every K (even pieces for parallel workers), with
+    one data / augmentation notebook per seed; ``run``: one per run (each (K, seed) cell on its own).
+    The plan lists data jobs, then generation, then run jobs longest first (augmented training,
+    image-tower training, other training, none), so parallel workers do not end on one long job.
 
     Raises:
         ConfigError: unknown profile, profile key, method, override or notebook parameter (named).
@@ -158,13 +162,17 @@ def plan_study(
     nb_dir = Path(notebooks_dir)
     base = RunSpec(_resolve(prof, common, {}))
     out_root = Path(notebooks_out) if notebooks_out else base.runs_root / "notebooks"
+    if jobs_per not in JOBS_PER:
+        raise ConfigError(f"jobs_per (--jobs-per) must be one of {list(JOBS_PER)}, got {jobs_per!r}.")
     cells = [(k, s) for k in shot_list for s in seed_list]
     specs = {(label, k, s): RunSpec(_resolve(prof, {**common, "shots": k, "seed": s}, {"method": label}))
              for label in labels for k, s in cells}
-    groups = [cells] if per_method else [[c] for c in cells]
+    groups = {"method": [cells], "method-seed": [[(k, s) for k in shot_list] for s in seed_list],
+              "run": [[c] for c in cells]}[jobs_per]
     jobs: list[Job] = []
     for group in groups:
-        jobs += _cell_jobs(base, common, labels, group, specs, out_root, per_method)
+        jobs += _cell_jobs(base, common, labels, group, specs, out_root, jobs_per)
+    jobs.sort(key=_plan_rank)  # stable: data, then generation, then runs longest first, each in grid order
     for baseline, adapted in grid.failure_pairs:
         if baseline not in labels or adapted not in labels:
             continue
@@ -176,25 +184,45 @@ def plan_study(
             name = f"{base.dataset}/failure/{b.cell}/{baseline}-vs-{adapted}"
             jobs.append(Job(name, NB_FAILURE, params, out_root / base.dataset / "failure" / b.cell / f"{baseline}-vs-{adapted}" / NB_FAILURE,
                             outputs=[b.failure_summary_path(a)],
-                            depends=[_run_job_name(a, per_method), _run_job_name(b, per_method)]))
+                            depends=[_run_job_name(a, jobs_per), _run_job_name(b, jobs_per)]))
     jobs.append(Job(f"{base.dataset}/report", NB_REPORT, dict(common), out_root / base.dataset / NB_REPORT,
                     outputs=base.table_paths()))
     _check_notebooks(jobs, nb_dir)
     return jobs
 
 
-def _run_job_name(spec: RunSpec, per_method: bool) -> str:
-    """The job that makes a run: ``{dataset}/{model}-{weights}/{label}`` per method, else the run id."""
-    return spec.method_key if per_method else spec.id
+JOBS_PER = ("method", "method-seed", "run")
+
+
+def _cost_class(cfg: RunConfig) -> int:
+    """Rough cost order of a method's runs (0 = longest): augmented training, image-tower training,
+    other training, none. Jobs are listed longest first."""
+    if cfg.trains and cfg.augmentation.kind != "none":
+        return 0
+    return 1 if cfg.trains_vision else 2 if cfg.trains else 3
+
+
+def _plan_rank(job: Job) -> int:
+    """Where a data, generation or run job goes in the plan (dependencies always rank lower)."""
+    if job.specs:
+        return 2 + _cost_class(job.specs[0].config)
+    return 0 if job.notebook == NB_DATA else 1
+
+
+def _run_job_name(spec: RunSpec, jobs_per: str) -> str:
+    """The job that makes a run: ``{dataset}/{model}-{weights}/{label}`` per method (``/s{seed}``
+    per method and seed), else the run id."""
+    return {"method": spec.method_key, "method-seed": f"{spec.method_key}/s{spec.config.seed}"}.get(jobs_per, spec.id)
 
 
 def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cells: Sequence[tuple[int, int]],
-               specs: Mapping[tuple[str, int, int], RunSpec], out_root: Path, per_method: bool) -> list[Job]:
-    """The data, augmentation and method jobs of a group of (K, seed) cells: the whole K x seed grid
-    (``per_method``: the notebooks get lists of K and seeds) or one cell."""
+               specs: Mapping[tuple[str, int, int], RunSpec], out_root: Path, jobs_per: str) -> list[Job]:
+    """The data, augmentation and method jobs of a group of (K, seed) cells: the whole K x seed grid,
+    one seed's K, or one cell (``jobs_per``; the notebooks get lists of K and seeds unless ``run``)."""
     ks, ss = sorted({k for k, _ in cells}), sorted({s for _, s in cells})
-    params = {**common, "shots": ks if per_method else ks[0], "seed": ss if per_method else ss[0]}
-    tag = "grid" if per_method else specs[(labels[0], *cells[0])].cell
+    one = jobs_per == "run"
+    params = {**common, "shots": ks[0] if one else ks, "seed": ss[0] if one else ss}
+    tag = {"method": "grid", "method-seed": f"s{ss[0]}"}.get(jobs_per) or specs[(labels[0], *cells[0])].cell
     ds = base.dataset
     data_job = Job(f"{ds}/data/{tag}", NB_DATA, params, out_root / ds / "data" / tag / NB_DATA,
                    outputs=[p for c in cells for p in specs[(labels[0], *c)].data_outputs()],
@@ -213,8 +241,8 @@ def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cel
             gen_jobs[gen].needed_by.extend(mine)
             depends.append(gen_jobs[gen].name)
         nb = first.label.notebook
-        name = _run_job_name(first, per_method)
-        output = (out_root / name / nb) if per_method else first.notebook_path(out_root, nb)
+        name = _run_job_name(first, jobs_per)
+        output = first.notebook_path(out_root, nb) if one else out_root / name / nb
         run_jobs.append(Job(name, nb, {**params, "method": label}, output, specs=mine, depends=depends))
     return [data_job, *gen_jobs.values(), *run_jobs]
 
@@ -257,6 +285,9 @@ def _check_notebooks(jobs: Sequence[Job], nb_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- running
+DEFAULT_JOBS_PER = {"sequential": "method", "local": "method-seed", "slurm": "run"}
+
+
 def run_study(
     profile: str | Path | Profile,
     dataset: str,
@@ -275,7 +306,7 @@ def run_study(
     executor: Callable[[Job], None] | str | executors.StudyExecutor | None = None,
     progress: bool = True,
     command: str | None = None,
-    per_method: bool | None = None,
+    jobs_per: str | None = None,
     check: bool = True,
     cluster: Mapping[str, Any] | None = None,
     dry_run: bool = False,
@@ -298,8 +329,9 @@ def run_study(
             one job in this process (sequentially; tests).
         progress: show a progress bar.
         command: the command line, for the study log.
-        per_method: one notebook execution per method over the grid (see :func:`plan_study`);
-            ``None``: so for the sequential executor, one job per run for local workers and Slurm.
+        jobs_per: how the grid is cut into notebook executions (:func:`plan_study`). ``None``:
+            ``method`` for the sequential executor (fewest kernel starts), ``method-seed`` for local
+            workers (even pieces), ``run`` for Slurm (one job per run).
         check: run the preflight (:func:`lowres_clip.preflight.require`) before the first notebook.
         cluster: executor settings on top of the profile's ``cluster:`` (e.g. ``{"workers": 2,
             "slurm": {"partition": "gpu"}}``; :class:`lowres_clip.cluster.ClusterConfig`).
@@ -311,13 +343,12 @@ def run_study(
     t0 = time.time()
     prof = load_profile(profile)
     settings = merge_cluster(prof.cluster, cluster)
-    if per_method is None:  # in one process: one kernel per method; spread over workers: one job per run
-        if isinstance(executor, str) or executor is None:
-            per_method = (executor or settings.executor) == "sequential"
-        else:  # an executor object, or a function run in this process
-            per_method = getattr(executor, "name", "sequential") == "sequential"
+    if jobs_per is None:
+        kind = (executor or settings.executor) if isinstance(executor, str) or executor is None \
+            else getattr(executor, "name", "sequential")  # an executor object, or a function run here
+        jobs_per = DEFAULT_JOBS_PER.get(kind, "method")
     jobs = plan_study(prof, dataset, data_root, runs_root, figures_root, cache_root, notebooks_out,
-                      overrides, methods, shots, seeds, notebooks_dir, per_method)
+                      overrides, methods, shots, seeds, notebooks_dir, jobs_per)
     base = RunSpec(_resolve(prof, jobs[-1].parameters, {}))
     runner = executors.make_executor(executor, settings, base.runs_root, kernel_name, notebooks_dir)
     skip = lambda job, ran: should_skip(job, force, ran)  # noqa: E731
@@ -422,8 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate and list what would run or be submitted (executor, resources), run nothing")
-    parser.add_argument("--per-run", action="store_true",
-                        help="one notebook execution per run (default: one per method over its K x seed grid)")
+    parser.add_argument("--jobs-per", choices=JOBS_PER, default=None,
+                        help="one notebook execution per method over its K x seed grid (default of the "
+                             "sequential executor), per method and seed (default of local workers), or per run "
+                             "(default on Slurm)")
+    parser.add_argument("--per-run", action="store_true", help="same as --jobs-per run")
     _add_executor_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -431,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs = dict(data_root=args.data_root, runs_root=args.runs_root, figures_root=args.figures_root,
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
                       methods=args.methods, shots=args.shots, seeds=args.seeds,
-                      per_method=False if args.per_run else None)
+                      jobs_per="run" if args.per_run else args.jobs_per)
         command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
         result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
                            cluster=_cluster_arguments(args), dry_run=args.dry_run, **kwargs)

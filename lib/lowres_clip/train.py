@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, adapter_parts
+from .methods.lora import merged_lora
 from .settings import (  # noqa: F401
     SELECT_METRICS,
     SELECTIONS,
@@ -288,16 +289,17 @@ def evaluate(
     dtype = resolve_precision(precision, adapted.device)
     was_training = adapted.training
     adapted.eval()
-    classifier = adapted.classifier()
     out: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "features": [], "indices": []}
     loader = _loader(dataset, batch_size, False, num_workers, 0)
-    for images, labels, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        with autocast(adapted.device, dtype):
-            feats = adapted.encode_images(images)
-        out["features"].append(feats.float().cpu())
-        out["logits"].append(cosine_logits(feats, classifier, LOGIT_SCALE).cpu())
-        out["labels"].append(torch.as_tensor(labels).long())
-        out["indices"].append(torch.as_tensor(idx).long())
+    with merged_lora(adapted.model):  # the same function, one product per adapted layer
+        classifier = adapted.classifier()
+        for images, labels, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            with autocast(adapted.device, dtype):
+                feats = adapted.encode_images(images)
+            out["features"].append(feats.float().cpu())
+            out["logits"].append(cosine_logits(feats, classifier, LOGIT_SCALE).cpu())
+            out["labels"].append(torch.as_tensor(labels).long())
+            out["indices"].append(torch.as_tensor(idx).long())
     adapted.train(was_training)
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
 

@@ -49,10 +49,11 @@ For L = 12 these are exactly CLIP-LoRA's index lists (0-3, 4-7, 8-11, 0-5, 6-11)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections import OrderedDict
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import peft
 import torch
@@ -62,7 +63,8 @@ from peft.tuners.lora import LoraLayer
 
 from ..settings import CNN_TARGETS, LORA_PARAMS, POSITION_ALIASES, POSITIONS, SCALINGS, LoraConfig  # noqa: F401
 from ..utils import AdaptationError, check_encoders, seeded, tower_of
-from .lora_fused import Projection, fusable_projections, fused_enabled, fused_self_attention, pack_parameters
+from .lora_fused import (MaskDropout, Projection, fusable_projections, fused_enabled, fused_self_attention,
+                         pack_parameters)
 
 
 def _merge_masks(
@@ -420,6 +422,10 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, seed: int | None = 0) -> list[
     device = next(model.parameters()).device
     with seeded(seed, device):
         peft.inject_adapter_in_model(pcfg, model)
+    for layer in lora_layers(model):  # same dropout, cheaper masks (see MaskDropout)
+        for name, drop in layer.lora_dropout.items():
+            if type(drop) is nn.Dropout:
+                layer.lora_dropout[name] = MaskDropout(drop.p)
     set_lora_dropout_mode(model, model.training)  # new dropout modules start in train mode
     return targets
 
@@ -438,6 +444,25 @@ def merge_lora(model: nn.Module) -> int:
     for layer in layers:
         layer.merge()
     return len(layers)
+
+
+@contextlib.contextmanager
+def merged_lora(model: nn.Module) -> Iterator[int]:
+    """Inside the block every unmerged adapter is folded into its base weight (one product per
+    layer instead of three: evaluation is about 2x faster on the embedded model's CPU tower);
+    afterwards the base weights are restored bit for bit. Yields the number of layers merged."""
+    layers = [m for m in lora_layers(model) if not m.merged and m.active_adapters]
+    saved = [m.get_base_layer().weight.detach().clone() for m in layers]
+    try:
+        for layer in layers:
+            layer.merge()
+        yield len(layers)
+    finally:
+        with torch.no_grad():
+            for layer, weight in zip(layers, saved):
+                if layer.merged:
+                    layer.unmerge()
+                layer.get_base_layer().weight.copy_(weight)
 
 
 def set_lora_dropout_mode(model: nn.Module, training: bool) -> None:
