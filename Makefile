@@ -1,5 +1,7 @@
 # One entry point for set-up, the study and the tests. Every target sets up what it needs.
-#   make study   - set up from nothing, then run the whole study on the embedded CPU default (EuroSAT)
+#   make study   - set up from nothing, then run the whole study on the embedded CPU default (EuroSAT):
+#                  K in {1, 2, 4, 8, 16} x seeds {1, 2, 3}, two local workers (at most 60 min on 2 cores)
+#   make study-quick - the same for one cell only (K=16, seed 1; about 10-12 min on 2 cores, estimated)
 #   make test    - set up from nothing (incl. Chromium for the browser test), then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +12,7 @@ DATA_ROOT ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study test test-fast browser-deps build-embedded notebooks notebooks-clean clean-runs
+.PHONY: setup study study-quick test test-fast browser-deps build-embedded notebooks notebooks-clean clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ build-embedded: setup
 
 study: setup
 	$(PY) -m lowres_clip.study --profile $(PROFILE) --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+study-quick: setup
+	$(PY) -m lowres_clip.study --profile $(PROFILE) --dataset $(DATASET) --shots 16 --seeds 1 $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 test: setup browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

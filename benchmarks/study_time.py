@@ -1,24 +1,34 @@
-"""Benchmark: wall time of the whole CPU study, end to end (every notebook, EuroSAT, 16 shots, one seed).
+"""Benchmark: wall time of the whole CPU study, end to end (every notebook of the grid, EuroSAT).
 
 Runs the study runner exactly as ``make study`` does,
 
-    python -m lowres_clip.study --profile cpu --dataset eurosat --force --shots 16 --seeds <seed>
+    python -m lowres_clip.study --profile cpu --dataset eurosat --force [--shots K ...] [--seeds S ...]
 
-but with every output in a temporary folder (``--runs-root``, ``--figures-root``, ``--notebooks-out``
+(by default the profile's whole grid: K in {1, 2, 4, 8, 16} x seeds {1, 2, 3} x 7 methods, the failure
+analysis and the report, with the profile's executor: two local workers of one CPU thread each) but
+with every output in a temporary folder (``--runs-root``, ``--figures-root``, ``--notebooks-out``
 and, unless ``--warm-cache``, a fresh ``--cache-root``), so the repository's ``runs/``, ``figures/``
-and feature cache are untouched and the caches start cold, as on a first ``make study``. (The embedded
-model's one-time build lives in the project cache and is not redone.) It then prints each notebook's
-wall time from the papermill metadata of the executed notebooks, the train/eval timings of each run
-record, and one ``SUMMARY`` line with the total minutes against the goal.
+and feature cache are untouched and the caches start cold, as on a first ``make study``. (The
+embedded model's one-time build lives in the project cache and is not redone.)
 
-Goal: the whole CPU study finishes within 30 minutes on a 2-core CPU.
+``--from DIR`` measures nothing new: it reports on a study that already ran in the checkout ``DIR``
+(e.g. a fresh clone where ``make study`` ran), from its executed notebooks, run records and study log.
+
+It prints each notebook's wall time (papermill metadata), the train/eval timings of each run record,
+the share of the work by kind (kernel start-up and imports, data, training, evaluation, figures;
+shares of the workers' time, i.e. wall time x workers), the cost per (K, seed) cell against the
+single-cell study before the grid (:data:`CELL_SECONDS_BEFORE`), and one ``SUMMARY`` line with the
+total minutes against the goal.
+
+Goal: the whole CPU study (the grid) finishes within 60 minutes on a 2-core CPU.
 
 Skips (exit 0, ``SKIP`` line) when the dataset is not in ``--data-root`` / ``$LOWRES_CLIP_DATA`` /
 ``../shared/data``. Exit code otherwise: the runner's (0 all notebooks ran, 1 some failed, 2 bad
 configuration).
 
-    python benchmarks/study_time.py [--profile cpu] [--dataset eurosat] [--shots 16] [--seed N]
+    python benchmarks/study_time.py [--profile cpu] [--dataset eurosat] [--shots K ...] [--seeds S ...]
                                     [--keep DIR] [--warm-cache] [--methods M ...] [--set KEY=VALUE ...]
+    python benchmarks/study_time.py --from /tmp/clone     # report on a finished `make study`
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,7 +48,10 @@ from lowres_clip.config import ConfigError, load_profile
 from lowres_clip.datasets import DatasetError, default_data_root, load_dataset
 from lowres_clip.runs import load_records
 
-GOAL_MINUTES = 30.0
+GOAL_MINUTES = 60.0
+# One (K=16, seed 1) cell of the study before the grid: 11 notebooks in 19 min 50 s wall on these 2
+# cores, quiet machine, cold feature cache (2026-11-25, benchmarks/README.md, `study_time.py`).
+CELL_SECONDS_BEFORE = 1190.0
 
 
 @dataclass
@@ -79,12 +93,15 @@ def data_available(dataset: str, data_root: str | None) -> str | None:
     return None
 
 
-def study_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
+def study_command(args: argparse.Namespace, out: Path) -> list[str]:
     """The study runner's command line, every output under ``out``."""
     cmd = [sys.executable, "-m", "lowres_clip.study", "--profile", args.profile, "--dataset", args.dataset,
-           "--force", "--shots", str(args.shots), "--seeds", str(seed),
-           "--runs-root", str(out / "runs"), "--figures-root", str(out / "figures"),
+           "--force", "--runs-root", str(out / "runs"), "--figures-root", str(out / "figures"),
            "--notebooks-out", str(out / "notebooks")]
+    if args.shots:
+        cmd += ["--shots", *map(str, args.shots)]
+    if args.seeds:
+        cmd += ["--seeds", *map(str, args.seeds)]
     if not args.warm_cache:
         cmd += ["--cache-root", str(out / "cache")]
     if args.data_root:
@@ -125,43 +142,55 @@ SHARES = {"data": ("data",), "model load": ("model",), "training": ("build", "au
           "evaluation": ("features", "eval"), "figures and saving": ("figures", "save")}
 
 
-def shares(times: list["NotebookTime"], records: dict[str, dict[str, float]], total: float) -> dict[str, float]:
-    """Seconds of the study by kind: kernel start-up and imports (notebook time outside the runs'
-    own timings, plus the runner outside notebooks), data, training, evaluation, figures."""
+def shares(times: list["NotebookTime"], records: dict[str, dict[str, float]], worker_seconds: float) -> dict[str, float]:
+    """Seconds of the workers' time (wall x workers) by kind: the runs' own timings (data, model,
+    training, evaluation, figures), other notebook work, and kernel start-up, imports, the runner
+    and idle workers (the rest)."""
     out = {k: sum(t.get(part, 0.0) for t in records.values() for part in parts) for k, parts in SHARES.items()}
     in_runs = sum(t.get("total", 0.0) for t in records.values())
     in_notebooks = sum(t.seconds for t in times)
     setup_cells = sum(sum(t.cells[:2]) for t in times)  # the parameters and import / configuration cells
     out["other notebook work (data, augmentation, failure analysis, report)"] = max(0.0, in_notebooks - in_runs - setup_cells)
-    out["kernel start-up, imports, runner"] = total - in_notebooks + setup_cells
+    out["kernel start-up, imports, runner, idle workers"] = worker_seconds - in_notebooks + setup_cells
     return out
 
 
 def print_report(times: list[NotebookTime], records: dict[str, dict[str, float]], total: float) -> None:
-    """Per-notebook table, per-notebook-kind totals and the runner's overhead."""
-    print(f"\n{'notebook':22s} {'job':55s} {'seconds':>8s} {'share':>6s} {'slowest':>14s}  run-record timings")
+    """Per-notebook table and per-notebook-kind totals."""
+    print(f"\n{'notebook':22s} {'job':55s} {'seconds':>8s} {'slowest':>14s}  runs")
     for t in times:
-        extra = ", ".join(f"{k} {v:.0f}s" for k, v in records.get(t.job, {}).items())  # run jobs' folder = run key
+        mine = [records[run_id] for run_id in runs_of(t.job, records)] if t.job.count("/") >= 2 else []
+        extra = f"{len(mine)} run(s), train {sum(r.get('train', 0) for r in mine):.0f}s, eval " \
+                f"{sum(r.get('eval', 0) for r in mine):.0f}s" if mine else ""
         flag = "" if t.status == "ok" else f"  {t.status.upper()}"
-        print(f"{t.notebook:22s} {t.job[-55:]:55s} {t.seconds:8.1f} {100 * t.seconds / total:5.1f}% "
-              f"{t.slowest_cell():>14s}  {extra}{flag}")
+        print(f"{t.notebook:22s} {t.job[-55:]:55s} {t.seconds:8.1f} {t.slowest_cell():>14s}  {extra}{flag}")
     kinds: dict[str, list[float]] = {}
     for t in times:
         kinds.setdefault(t.notebook, []).append(t.seconds)
     print("\nper notebook (all its executions):")
     for nb, secs in sorted(kinds.items()):
         print(f"  {nb:22s} x{len(secs):<2d} {sum(secs) / 60:6.2f} min")
-    in_notebooks = sum(t.seconds for t in times)
-    unfinished = " and the unfinished notebooks" if any(t.status == "unfinished" for t in times) else ""
-    print(f"  {'outside notebooks':22s}     {(total - in_notebooks) / 60:6.2f} min "
-          f"(runner start-up and planning{unfinished})")
 
 
-def summary_line(args: argparse.Namespace, seed: int, times: list[NotebookTime], total: float, rc: int) -> str:
+def runs_of(job: str, run_ids) -> list[str]:
+    """The run ids a notebook job made: its method's runs of its seed (``.../lora/s1``), of every
+    cell (``.../lora``), or the one run (``.../lora/k16-s1/variant``)."""
+    head, _, last = job.rpartition("/")
+    if re.fullmatch(r"s\d+", last):
+        return [r for r in run_ids if r.startswith(head + "/") and r.split("/")[-2].endswith("-" + last)]
+    return [r for r in run_ids if r == job or r.startswith(job + "/")]
+
+
+def cells_of(records: dict[str, dict[str, float]]) -> int:
+    """Number of (K, seed) cells among the run ids (``.../k16-s1/variant``)."""
+    return len({run_id.split("/")[-2] for run_id in records})
+
+
+def summary_line(args: argparse.Namespace, times: list[NotebookTime], total: float, rc: int, cells: int) -> str:
     """The one ``SUMMARY`` line: total minutes against the goal (a failed study is never MET)."""
     minutes = total / 60
     failed = [t.job for t in times if t.status != "ok"]
-    what = f"profile {args.profile}, {args.dataset}, {args.shots} shots, seed {seed}"
+    what = f"profile {args.profile}, {args.dataset}, {cells} (K, seed) cells"
     if args.methods:
         what += f", methods {' '.join(args.methods)} only"
     if rc != 0:
@@ -169,8 +198,27 @@ def summary_line(args: argparse.Namespace, seed: int, times: list[NotebookTime],
                    f"{': ' + failed[0] if failed else ''})")
     else:
         verdict = "MET" if minutes <= args.goal_minutes else "MISSED"
+    per_cell = total / max(cells, 1)
     return (f"SUMMARY study-time: {what}: {minutes:.1f} min end to end for {len(times)} notebooks "
-            f"(goal <= {args.goal_minutes:g} min): {verdict}")
+            f"(goal <= {args.goal_minutes:g} min): {verdict}; {per_cell / 60:.1f} min per cell, "
+            f"{CELL_SECONDS_BEFORE / per_cell:.1f}x less than the single-cell study before the grid "
+            f"({CELL_SECONDS_BEFORE / 60:.1f} min)")
+
+
+def profile_workers(profile: str) -> int:
+    """Parallel notebooks of the profile's executor (its ``cluster:`` section; 1 unless ``local``)."""
+    cluster = load_profile(profile).cluster
+    return int(cluster.get("workers", 1)) if cluster.get("executor") == "local" else 1
+
+
+def finished_study(folder: Path, dataset: str, profile: str) -> tuple[float, int, int, Path, Path]:
+    """``(seconds, exit code, workers, notebooks folder, runs folder)`` of the study that ran in the
+    checkout ``folder`` (its ``runs/{dataset}/study-log.json``; workers: the log's, else the profile's)."""
+    runs = folder / "runs"
+    log = json.loads((runs / dataset / "study-log.json").read_text())
+    rc = 0 if not log.get("failed") else 1
+    workers = int(log.get("workers") or profile_workers(profile))
+    return float(log["seconds"]), rc, workers, runs / "notebooks", runs
 
 
 def main() -> int:
@@ -178,33 +226,39 @@ def main() -> int:
     ap.add_argument("--profile", default="cpu", help="study profile (name or YAML path)")
     ap.add_argument("--dataset", default="eurosat")
     ap.add_argument("--data-root", default=None, help="default: $LOWRES_CLIP_DATA, else ../shared/data, else data/")
-    ap.add_argument("--shots", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=None, help="default: the profile grid's first seed")
+    ap.add_argument("--shots", type=int, nargs="+", default=None, help="restrict the grid's K (default: all)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="restrict the grid's seeds (default: all)")
     ap.add_argument("--keep", default=None, help="write every output into this folder and keep it")
+    ap.add_argument("--from", dest="from_dir", default=None,
+                    help="report on the study that already ran in this checkout (runs/ and its study log)")
     ap.add_argument("--warm-cache", action="store_true", help="use the project's cache (features already encoded)")
     ap.add_argument("--methods", nargs="+", default=None, help="restrict the grid's methods (quick checks)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to the runner")
     ap.add_argument("--goal-minutes", type=float, default=GOAL_MINUTES)
     args = ap.parse_args()
 
+    if args.from_dir:
+        try:
+            total, rc, workers, notebooks, runs = finished_study(Path(args.from_dir), args.dataset, args.profile)
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            print(f"error: no finished study in {args.from_dir}: {exc}", file=sys.stderr)
+            return 2
+        print(f"report on the study in {args.from_dir} ({workers} worker(s)); nothing is rerun")
+        times, records = notebook_times(notebooks), record_timings(runs, args.dataset)
+        return report(args, times, records, total, rc, workers)
+
     reason = data_available(args.dataset, args.data_root)
     if reason is not None:
         print(f"SKIP: {args.dataset} not available ({reason})")
         return 0
     try:
-        grid = load_profile(args.profile).grid
+        workers = profile_workers(args.profile)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else grid.seeds[0]
-    if args.shots not in grid.shots or seed not in grid.seeds:
-        print(f"error: profile {args.profile!r} has shots {grid.shots} and seeds {grid.seeds}; "
-              f"pick --shots and --seed from them (asked: {args.shots}, {seed}).", file=sys.stderr)
-        return 2
-
     with tempfile.TemporaryDirectory(prefix="study_time_") as tmp:
         out = Path(args.keep).resolve() if args.keep else Path(tmp)
-        cmd = study_command(args, seed, out)
+        cmd = study_command(args, out)
         print("running:", " ".join(cmd), flush=True)
         env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
         t0 = time.perf_counter()
@@ -215,11 +269,18 @@ def main() -> int:
         total = time.perf_counter() - t0
         times = notebook_times(out / "notebooks")
         records = record_timings(out / "runs", args.dataset)
+    return report(args, times, records, total, rc, workers)
+
+
+def report(args: argparse.Namespace, times: list[NotebookTime], records: dict[str, dict[str, float]],
+           total: float, rc: int, workers: int) -> int:
+    """Print the tables, the shares and the ``SUMMARY`` line; returns ``rc``."""
     print_report(times, records, total)
-    print("\nshare of the wall time:")
-    for kind, seconds in shares(times, records, total).items():
-        print(f"  {kind:60s} {seconds / 60:6.2f} min {100 * seconds / total:5.1f}%")
-    print(summary_line(args, seed, times, total, rc))
+    worker_seconds = total * workers
+    print(f"\nshare of the workers' time ({workers} worker(s) x {total / 60:.1f} min wall):")
+    for kind, seconds in shares(times, records, worker_seconds).items():
+        print(f"  {kind:60s} {seconds / 60:6.2f} min {100 * seconds / worker_seconds:5.1f}%")
+    print(summary_line(args, times, total, rc, cells_of(records)))
     return rc
 
 

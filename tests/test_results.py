@@ -82,3 +82,39 @@ def test_reproduce_reruns_and_compares(study, capsys):
     record["metrics"]["top1"] += 0.25  # a drifted number is reported with both values
     bad = results.Reproduction(records[0].run_id, {"top1": record["metrics"]["top1"]}, {"top1": 0.0}, 0.005)
     assert not bad.ok and bad.line().startswith("DIFF") and "->" in bad.line()
+
+
+def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_readings():
+    """Over a K x seed grid the block shows K in README_SHOTS (every K in results.md), embeds the
+    shots curve, names the best method per K and the widest seed spread, and checks the goal at the
+    largest K only."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    rows, records = [], []
+    acc = {"zero_shot": 0.14, "linear_probe": 0.60, "lora": 0.50}
+    for k in (1, 2, 4, 8, 16):
+        for m, a in acc.items():
+            top1 = a + 0.015 * k if m != "zero_shot" else a
+            std = 0.08 if (m, k) == ("lora", 2) else 0.01
+            rows.append({"shots": k, "method": m, "setting": "", "row": m, "top1_mean": top1, "top1_std": std,
+                         "balanced_mean": top1, "balanced_std": std, "n_seeds": 3, "selection": "last",
+                         "group_hash": f"{m}{k}"})
+            trained = {"train": {"history": [{"step": 0, "loss": float("nan"), "val": 0.5},
+                                             {"step": 10, "loss": 0.25, "val": 0.7}]},
+                       "parameter_counts": {"total": 1234}} if m == "lora" else {}
+            records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
+                                           identity={"group_hash": f"{m}{k}"}, timings={"train": 1.0, "eval": 2.0},
+                                           extra=trained, metrics={"val_top1": 0.75}))
+    block = results.results_block("eurosat", records, pd.DataFrame(rows), {"seconds": 3000, "executor": "local (2 workers)"},
+                                  [], figure="figures/eurosat/tables/top1_vs_shots.png")
+    assert "![test top-1 against shots" in block and "(figures/eurosat/tables/top1_vs_shots.png)" in block
+    table_ks = {line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ") and "K |" not in line}
+    assert table_ks == {"1", "4", "16"} and "every K in `figures/eurosat/tables/results.md`" in block
+    assert "* K=2: best linear_probe 63.00 ± 1.00; best adapted method lora 53.00 ± 8.00 (-10.00 vs the linear probe)" in block
+    assert "* Largest seed spread: lora at K=2 (std 8.00 points over 3 seeds)" in block
+    assert "Against the goal at K=16" in block and "* lora: -10.00 points vs the linear probe, misses the goal" in block
+    assert block.count("misses the goal") == 1 and "local (2 workers)" in block
+    assert ("* lora: 1,234 trained parameters, last training loss 0.250, validation 50.0% before training and "
+            "75.0% after") in block

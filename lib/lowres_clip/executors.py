@@ -237,8 +237,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 def worker_threads(workers: int, cpus: int | None = None) -> int:
     """CPU threads per worker: the CPUs shared evenly (at least 1). On 2 cores, two single-threaded
-    notebooks do about 1.3x the work of one notebook on both cores (small CNN batches scale poorly
-    over threads; ``benchmarks/study_time.py``)."""
+    notebooks do 1.19x the work of one notebook on both cores (small CNN batches scale poorly
+    over threads; ``benchmarks/worker_threads.py``, 2026-12-02)."""
     return max(1, (cpus or os.cpu_count() or 1) // workers)
 
 

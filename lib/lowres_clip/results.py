@@ -39,6 +39,8 @@ BF16_TOLERANCE = 0.005  # absolute, on accuracies in [0, 1]: half a point
 EXACT_TOLERANCE = 1e-9
 COMPARED = ("top1", "balanced")
 GOAL_POINTS = 2.0  # "within 2 points of the linear probe"
+README_SHOTS = (1, 4, 16)  # the README's table shows these K (all K: figures/{dataset}/tables/results.md)
+REFERENCES = ("zero_shot", "linear_probe")  # drawn as references, not contestants
 
 
 # ----------------------------------------------------------------------------- publish
@@ -66,8 +68,14 @@ def _pct(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
-def results_block(dataset: str, records, table, log: dict[str, Any] | None, stale: list[Stale]) -> str:
-    """The README's results block (Markdown) built from records and their aggregate."""
+def results_block(dataset: str, records, table, log: dict[str, Any] | None, stale: list[Stale],
+                  figure: str | None = None) -> str:
+    """The README's results block (Markdown) built from records and their aggregate.
+
+    The table shows the K in :data:`README_SHOTS` (every K when the study has none of them), mean ±
+    std over seeds; ``figure`` (a path relative to the README) is embedded above it. Computed from the
+    table: the best method per K, the largest seed spread, and the goal at the largest K (each
+    method's mean within :data:`GOAL_POINTS` of the linear probe's)."""
     from .registry import study_order
 
     commits = sorted({r.commit for r in records})
@@ -81,36 +89,95 @@ def results_block(dataset: str, records, table, log: dict[str, Any] | None, stal
     ]
     if log:
         load = log.get("load_average")
+        where = f", {log['executor']}" if log.get("executor") else ""
         lines.append(f"The study that made them: `{log.get('command', '?')}`, {log.get('ran', '?')} notebooks ran, "
                      f"{log.get('failed', '?')} failed, wall time {log.get('seconds', 0) / 60:.1f} min "
-                     f"({log.get('date', '?')}" + (f"; load average at the end {load}" if load else "") + ").")
+                     f"({log.get('date', '?')}{where}" + (f"; load average at the end {load}" if load else "") + ").")
     if stale:
         lines.append(f"**{len(stale)} of these records are stale** (the current code resolves other settings for "
                      "their command): " + ", ".join(s.run_id for s in stale[:5]) + ".")
-    lines.append("")
+    if figure:
+        lines += ["", f"![test top-1 against shots, mean ± 1 std over seeds]({figure})"]
     order = {m: i for i, m in enumerate(study_order(table["method"]))}
     table = table.sort_values(["shots", "method", "setting"], key=lambda c: c.map(order) if c.name == "method" else c)
     probe = {k: row for k, row in table[table["method"] == "linear_probe"].set_index("shots").iterrows()}
-    lines += ["| K | method | test top-1 (%) | balanced (%) | vs linear probe | n seeds | selection | train s | eval s |",
+    all_shots = sorted(table["shots"].unique())
+    shown = [k for k in all_shots if k in README_SHOTS] or all_shots
+    lines += ["", f"Test top-1 and balanced accuracy (%, mean ± std over seeds) for K in {{{', '.join(map(str, shown))}}}"
+              + (f"; every K in `figures/{dataset}/tables/results.md`." if shown != all_shots else "."), "",
+              "| K | method | test top-1 (%) | balanced (%) | vs linear probe | n seeds | selection | train s | eval s |",
               "|---|---|---|---|---|---|---|---|---|"]
     timings = _mean_timings(records)
-    goals = []
-    for _, row in table.iterrows():
+    for _, row in table[table["shots"].isin(shown)].iterrows():
         ref = probe.get(row["shots"])
         diff = "" if ref is None else f"{100 * (row['top1_mean'] - ref['top1_mean']):+.2f}"
         t = timings.get(row["group_hash"], {})
         lines.append(f"| {row['shots']} | {row['row']} | {_pct(row['top1_mean'], row['top1_std'], row['n_seeds'])} | "
                      f"{_pct(row['balanced_mean'], row['balanced_std'], row['n_seeds'])} | {diff} | {row['n_seeds']} | "
                      f"{_text(row['selection'])} | {t.get('train', 0):.0f} | {t.get('eval', 0):.0f} |")
-        if ref is not None and row["method"] not in ("linear_probe", "zero_shot"):
+    lines += ["", "Computed from the table (every K):", ""]
+    for k in all_shots:
+        at_k = table[table["shots"] == k].sort_values("top1_mean", ascending=False)
+        top = at_k.iloc[0]
+        ref = probe.get(k)
+        best = at_k[~at_k["method"].isin(REFERENCES)]
+        line = f"* K={k}: best {top['row']} {_pct(top['top1_mean'], top['top1_std'], top['n_seeds'])}"
+        if ref is not None and len(best) and best.iloc[0]["row"] != top["row"]:
+            b = best.iloc[0]
+            line += (f"; best adapted method {b['row']} {_pct(b['top1_mean'], b['top1_std'], b['n_seeds'])} "
+                     f"({100 * (b['top1_mean'] - ref['top1_mean']):+.2f} vs the linear probe)")
+        lines.append(line)
+    multi = table[table["n_seeds"] > 1]
+    if len(multi):
+        wide = multi.sort_values("top1_std", ascending=False).iloc[0]
+        lines.append(f"* Largest seed spread: {wide['row']} at K={wide['shots']} (std {100 * wide['top1_std']:.2f} "
+                     f"points over {wide['n_seeds']} seeds)")
+    goal_k = all_shots[-1]
+    goals = []
+    for _, row in table[table["shots"] == goal_k].iterrows():
+        ref = probe.get(goal_k)
+        if ref is not None and row["method"] not in REFERENCES:
             gap = 100 * (row["top1_mean"] - ref["top1_mean"])
             verdict = "reaches" if gap >= -GOAL_POINTS else "misses"
-            goals.append(f"K={row['shots']} {row['row']}: {gap:+.2f} points vs the linear probe, {verdict} the goal "
-                         f"(within {GOAL_POINTS:g} points)")
+            goals.append(f"{row['row']}: {gap:+.2f} points vs the linear probe, {verdict} the goal")
     if goals:
-        lines += ["", "Against the goal (mean over seeds; computed from the table above):", ""]
+        lines += ["", f"Against the goal at K={goal_k} (mean over seeds within {GOAL_POINTS:g} points of the linear "
+                  "probe or above it):", ""]
         lines += [f"* {g}" for g in goals]
+        missed = table[(table["shots"] == goal_k) & ~table["method"].isin(REFERENCES)]
+        missed = missed[100 * (missed["top1_mean"] - probe[goal_k]["top1_mean"]) < -GOAL_POINTS]
+        lora = table[(table["shots"] == goal_k) & (table["method"] == "lora")]
+        ref = _training_facts([r for r in records if r.identity["group_hash"] in set(lora["group_hash"])])
+        notes = []
+        for _, row in missed.iterrows():
+            facts = _training_facts([r for r in records if r.identity["group_hash"] == row["group_hash"]])
+            if facts:
+                notes.append(f"{row['row']}: {_describe_facts(facts)}"
+                             + (f" (lora: {_describe_facts(ref)})" if ref and row["method"] != "lora" else ""))
+        if notes:
+            lines += ["", f"What the records of the runs that miss it say (K={goal_k}, mean over seeds):", ""]
+            lines += [f"* {n}" for n in notes]
     return "\n".join(lines)
+
+
+def _training_facts(records) -> dict[str, float]:
+    """Mean over ``records`` of the trained parameter count, the last logged training loss and the
+    validation accuracy before training and at the selected step (empty without training history)."""
+    rows = []
+    for r in records:
+        hist = (r.extra.get("train") or {}).get("history") or []
+        losses = [h["loss"] for h in hist if h.get("loss") == h.get("loss") and h.get("loss") is not None]
+        if not hist or not losses:
+            continue
+        rows.append({"params": float((r.extra.get("parameter_counts") or {}).get("total", float("nan"))),
+                     "loss": float(losses[-1]), "val0": float(hist[0]["val"]),
+                     "val": float(r.metrics.get("val_top1", hist[-1]["val"]))})
+    return {k: sum(d[k] for d in rows) / len(rows) for k in rows[0]} if rows else {}
+
+
+def _describe_facts(f: dict[str, float]) -> str:
+    return (f"{f['params']:,.0f} trained parameters, last training loss {f['loss']:.3f}, validation "
+            f"{100 * f['val0']:.1f}% before training and {100 * f['val']:.1f}% after")
 
 
 def _text(value: Any) -> str:
@@ -125,6 +192,13 @@ def _mean_timings(records) -> dict[str, dict[str, float]]:
         for k in ("train", "eval", "total"):
             d.setdefault(k, []).append(float(r.timings.get(k, 0.0)))
     return {g: {k: sum(v) / len(v) for k, v in d.items()} for g, d in out.items()}
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (POSIX), for a link in the README."""
+    import os
+
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
 def replace_block(text: str, dataset: str, block: str) -> str:
@@ -153,7 +227,9 @@ def render(dataset: str, records_root: Path = RECORDS_ROOT, readme: Path = READM
     log_path = records_root / dataset / STUDY_LOG
     log = json.loads(log_path.read_text()) if log_path.is_file() else None
     stale = stale_records(records)
-    block = results_block(dataset, records, report.table, log, stale)
+    curve = next((p for p in report.paths if Path(p).name == "top1_vs_shots.png"), None)
+    figure = _relative(Path(curve), readme.parent) if curve else None
+    block = results_block(dataset, records, report.table, log, stale, figure)
     readme.write_text(replace_block(readme.read_text(), dataset, block))
     return {"records": len(records), "stale": stale, "paths": report.paths, "block": block}
 

@@ -366,11 +366,12 @@ def run_study(
     result = runner.run(jobs, skip, progress)
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
-    write_log(base, result, command)
+    write_log(base, result, command, runner.describe(), getattr(runner, "workers", 1))
     return result
 
 
-def write_log(base: RunSpec, result: StudyResult, command: str | None) -> Path:
+def write_log(base: RunSpec, result: StudyResult, command: str | None, executor: str | None = None,
+              workers: int = 1) -> Path:
     """Write ``runs/{dataset}/study-log.json``: what the last study run did, how long it took, where."""
     import datetime as dt
     import json
@@ -381,7 +382,7 @@ def write_log(base: RunSpec, result: StudyResult, command: str | None) -> Path:
     path = base.runs_root / base.dataset / "study-log.json"
     log = {"command": command or "run_study(...)", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "seconds": round(result.seconds, 1), "ran": len(result.ran), "skipped": len(result.skipped),
-           "failed": len(result.failed), "machine": machine(),
+           "failed": len(result.failed), "executor": executor, "workers": workers, "machine": machine(),
            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     atomic_write_text(path, json.dumps(log, indent=1))
     return path
