@@ -230,14 +230,15 @@ def test_per_method_notebooks_run_the_grid_slice_in_one_kernel(roots):
 
 def test_jobs_per_method_and_seed_cut_the_grid_evenly_longest_first(roots):
     """--jobs-per method-seed (the local workers' default): one notebook per method and seed over
-    every K, one data notebook per seed; image-tower training is listed before the cheap methods;
-    the failure analysis waits for its two method-seed jobs."""
+    every K, one data notebook per seed; the plan lists the data jobs, then the runs longest first
+    (image-tower training before the cheap methods, over every seed); the failure analysis waits for
+    its two method-seed jobs."""
     jobs = study.plan_study("smoke", "eurosat", methods=["zero_shot", "lora"], jobs_per="method-seed", **roots)
     names = [j.name for j in jobs]
     m = "eurosat/tiny-vit-random"
-    assert names[:6] == ["eurosat/data/s1", f"{m}/lora/s1", f"{m}/zero_shot/s1",
-                         "eurosat/data/s2", f"{m}/lora/s2", f"{m}/zero_shot/s2"]
-    lora = jobs[1]
+    assert names[:6] == ["eurosat/data/s1", "eurosat/data/s2", f"{m}/lora/s1", f"{m}/lora/s2",
+                         f"{m}/zero_shot/s1", f"{m}/zero_shot/s2"]
+    lora = jobs[2]
     assert lora.parameters["shots"] == [1, 2] and lora.parameters["seed"] == [1]
     assert [(s.config.shots, s.config.seed) for s in lora.specs] == [(1, 1), (2, 1)]
     failure = next(j for j in jobs if j.name == "eurosat/failure/k2-s2/zero_shot-vs-lora")

@@ -28,6 +28,9 @@ Executors (:mod:`lowres_clip.executors`, ``--executor``): ``sequential`` (defaul
 notebook, the dependencies as Slurm dependencies; resources from ``--slurm-*`` or the profile's
 ``cluster:`` section). Skipping, ``--force`` and the failure report are the same for all three;
 ``--dry-run`` prints what would run or be submitted, with the executor and its resources.
+``--jobs-per method | method-seed | run`` cuts the grid into notebook executions (defaults: ``method``
+sequentially, ``method-seed`` on local workers, ``run`` on Slurm; :func:`plan_study`). The ``cpu``
+profile runs on two local workers of one CPU thread each (its ``cluster:`` section).
 
 Kernel: notebooks run on the Jupyter kernel ``python3`` (``--kernel``). Started from this
 interpreter, jupyter_client maps the ``python3`` kernel spec to ``sys.executable``, i.e. the
