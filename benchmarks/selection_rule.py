@@ -27,20 +27,24 @@ import torch
 def measure(method: str, seed: int, args) -> dict:
     from lowres_clip import pipeline
     from lowres_clip import train as train_mod
-    from lowres_clip.config import resolve_config
     from lowres_clip.datasets import ImageDataset
     from lowres_clip.features import image_features
     from lowres_clip.methods.adapted import build_adapted
+    from lowres_clip.spec import resolve_run
 
     overrides = {"method": method, "seed": seed, "test_subset": args.test_subset, "runs_root": args.work,
                  "figures_root": args.work, "train.progress": False, **dict(args.set or [])}
     if args.data_root:
         overrides["data_root"] = args.data_root
-    cfg = resolve_config(args.profile, overrides=overrides)
-    ds, split = pipeline.prepare_data(cfg)
-    bundle = pipeline.load_model(cfg)
-    cache = pipeline.feature_cache(cfg)
-    support = image_features(bundle, ds, "train", split.train, cache) if "meta_adapter" in method else None
+    spec = resolve_run(args.profile, overrides)
+    cfg = spec.config
+    ds, split = pipeline.prepare_data(spec)
+    bundle = pipeline.load_model(spec)
+    cache = pipeline.feature_cache(spec)
+    support = None
+    if "meta_adapter" in spec.label.parts:  # as the run step: re-encoded when the image tower trains
+        support = (ImageDataset(ds.image_root, split.train, bundle.preprocess_eval) if cfg.trains_vision
+                   else image_features(bundle, ds, "train", split.train, cache))
     adapted = build_adapted(bundle, ds.classnames, cfg.templates(), cfg.method, cfg.lora, cfg.bitfit,
                             cfg.meta_adapter, support=support, seed=cfg.seed)
     states: dict[int, dict] = {}
@@ -70,7 +74,7 @@ def measure(method: str, seed: int, args) -> dict:
     steps = [h["step"] for h in result.history]
     state_at = {step: states[i] for i, step in enumerate(steps)}
     chosen = {rule: train_mod.select_checkpoint(result.history, rule)[0] for rule in ("last", "best_val")}
-    test = pipeline.test_samples(cfg, ds)
+    test = pipeline.test_samples(spec, ds)
     xte = yte = None
     if adapted.encoders_frozen:
         xte, yte = image_features(bundle, ds, "test", test, cache)

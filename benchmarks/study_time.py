@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowres_clip.cluster import parse_cluster
 from lowres_clip.config import ConfigError, load_profile
 from lowres_clip.datasets import DatasetError, default_data_root, load_dataset
 from lowres_clip.runs import load_records
@@ -207,8 +208,8 @@ def summary_line(args: argparse.Namespace, times: list[NotebookTime], total: flo
 
 def profile_workers(profile: str) -> int:
     """Parallel notebooks of the profile's executor (its ``cluster:`` section; 1 unless ``local``)."""
-    cluster = load_profile(profile).cluster
-    return int(cluster.get("workers", 1)) if cluster.get("executor") == "local" else 1
+    cluster = parse_cluster(load_profile(profile).cluster)
+    return cluster.workers if cluster.executor == "local" else 1
 
 
 def finished_study(folder: Path, dataset: str, profile: str) -> tuple[float, int, int, Path, Path]:

@@ -117,6 +117,21 @@ def test_local_failure_stops_dependants_only(roots):
     assert set(forced.spans) == {DATA, zs, lora, FAILURE, REPORT}
 
 
+def test_ctrl_c_under_local_workers_says_what_finished(roots):
+    """Ctrl-C while local workers run (the cpu profile's executor) ends the study with the one-line
+    Interrupted summary, not with "nothing ran"."""
+    from lowres_clip import interrupt
+
+    lora = key(roots, "lora")
+
+    def runner(job, env):
+        if job.name == lora:
+            raise KeyboardInterrupt
+    with pytest.raises(interrupt.Interrupted) as err:
+        run_grid(roots, executors.LocalExecutor(1, gpus=[], runner=runner))
+    assert list(err.value.ran) == [DATA] and lora in err.value.remaining
+
+
 def test_gpu_slots_round_robin_and_visible_gpus(monkeypatch):
     assert [executors.slot_env(i, ["0", "1"]) for i in range(3)] == [
         {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "0"}]

@@ -35,6 +35,31 @@ def fake_record(spec: RunSpec, top1: float = 0.5) -> None:
 
 
 # ----------------------------------------------------------------------------- aggregated tables
+def test_shots_curves_for_balanced_and_groups_with_hover_values(roots):
+    """Over K {1, 2} x seeds {1, 2} the report draws top-1, balanced and, for runs with head / medium
+    / tail numbers, one curve per group (PNG + HTML); the plotly hover carries the table's std and
+    n_seeds."""
+    from lowres_clip import plots
+
+    for k in (1, 2):
+        for seed in (1, 2):
+            top1 = 0.4 + 0.1 * k + 0.02 * seed
+            metrics = {"top1": top1, "balanced": top1 - 0.05, "top1_head": top1 + 0.1, "top1_medium": top1,
+                       "top1_tail": top1 - 0.2}
+            spec = smoke_spec(roots, method="lora", shots=k, seed=seed)
+            RunRecord.for_run(spec, metrics, timings={"total": 1.0}).save(spec.record_path)
+    tables = pipeline.report_tables(smoke_spec(roots))
+    for name in ("top1", "balanced", "top1_head", "top1_medium", "top1_tail"):
+        assert (tables_dir := smoke_spec(roots).tables_dir / f"{name}_vs_shots.png").is_file(), name
+        assert tables_dir.with_suffix(".html").is_file(), name
+    assert not (smoke_spec(roots).tables_dir / "balanced_head_vs_shots.png").exists()  # no balanced group numbers
+    line = next(t for t in plots.accuracy_vs_shots_plotly(tables.table, "top1").data if t.mode == "lines+markers")
+    assert list(line.x) == [1, 2]
+    assert np.allclose(line.y, [53.0, 63.0])  # mean of seeds 1 and 2, in %
+    assert np.allclose(line.customdata[:, 0], 100 * np.std([0.02, 0.04], ddof=1))  # std, in points
+    assert list(line.customdata[:, 1]) == [2, 2]  # n_seeds
+
+
 def test_report_tables_mean_and_std_over_seeds(roots):
     spec = smoke_spec(roots)
     crafted = {("lora", 1): 0.5, ("lora", 2): 0.6, ("lora", 3): 0.8, ("zero_shot", 1): 0.25}

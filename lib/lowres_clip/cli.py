@@ -25,7 +25,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _check_data(args: argparse.Namespace) -> int:
     """``check-data``: the preflight's data checks (files, class folders, labels, decoded images)."""
-    from .imagecheck import default_cache_root
+    from .spec import default_cache_root
     from .preflight import check_dataset, model_problems
 
     kwargs = {"resplit": True} if args.resplit else {}

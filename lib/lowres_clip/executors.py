@@ -213,9 +213,8 @@ class SequentialExecutor(StudyExecutor):
                     status[job.name] = "ran"
                     ran.add(job.name)
                     result.ran.append(job.name)
-                if job.output.exists():
-                    result.executed[job.name] = job.output
         bar.close()
+        _note_outputs(result, jobs)
         return result
 
 
@@ -309,44 +308,48 @@ class LocalExecutor(StudyExecutor):
         free = list(range(self.workers))
         running: dict[Future, tuple[Submission, int]] = {}
         bar = tqdm(total=len(planned), desc=f"study ({self.workers} workers)", unit="notebook", disable=not progress)
-        with ThreadPoolExecutor(self.workers) as pool:
-            while waiting or running:
-                for sub in list(waiting):  # plan order: deterministic start order
-                    name = sub.job.name
-                    broken = [d for d in sub.after_ok if status.get(d) == "failed"]
-                    if broken:
-                        waiting.remove(sub)
-                        status[name] = "failed"
-                        result.failed[name] = f"not run: {broken[0]} failed"
+        # Ctrl-C: the children (same process group) stop too; one line says what finished
+        with interrupt.guard([s.job.name for s in planned], result.ran, result.skipped, result.failed,
+                             bar.close) as guard:
+            with ThreadPoolExecutor(self.workers) as pool:
+                while waiting or running:
+                    for sub in list(waiting):  # plan order: deterministic start order
+                        name = sub.job.name
+                        broken = [d for d in sub.after_ok if status.get(d) == "failed"]
+                        if broken:
+                            waiting.remove(sub)
+                            status[name] = "failed"
+                            result.failed[name] = f"not run: {broken[0]} failed"
+                            bar.update()
+                            continue
+                        ready = all(status.get(d) == "ran" for d in sub.after_ok) and all(d in status for d in sub.after_all)
+                        if ready and free:
+                            slot = free.pop(0)
+                            waiting.remove(sub)
+                            env = slot_env(slot, self.gpus, worker_threads(self.workers))
+                            running[pool.submit(self.runner, sub.job, env)] = (sub, slot)
+                            guard.current = name
+                    if not running:
+                        if waiting:  # cannot happen with a plan in dependency order
+                            raise StudyError(f"jobs wait for jobs that never start: {[s.job.name for s in waiting]}")
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        sub, slot = running.pop(fut)
+                        free.append(slot)
+                        free.sort()
+                        name = sub.job.name
+                        try:
+                            fut.result()
+                        except Exception as exc:
+                            status[name] = "failed"
+                            message = str(exc) if isinstance(exc, JobFailed) else error_message(exc) + f" (see {sub.job.output})"
+                            result.failed[name] = message
+                            bar.write(f"FAILED {name}: {message}")
+                        else:
+                            status[name] = "ran"
+                            result.ran.append(name)
                         bar.update()
-                        continue
-                    ready = all(status.get(d) == "ran" for d in sub.after_ok) and all(d in status for d in sub.after_all)
-                    if ready and free:
-                        slot = free.pop(0)
-                        waiting.remove(sub)
-                        env = slot_env(slot, self.gpus, worker_threads(self.workers))
-                        running[pool.submit(self.runner, sub.job, env)] = (sub, slot)
-                if not running:
-                    if waiting:  # cannot happen with a plan in dependency order
-                        raise StudyError(f"jobs wait for jobs that never start: {[s.job.name for s in waiting]}")
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    sub, slot = running.pop(fut)
-                    free.append(slot)
-                    free.sort()
-                    name = sub.job.name
-                    try:
-                        fut.result()
-                    except Exception as exc:
-                        status[name] = "failed"
-                        message = str(exc) if isinstance(exc, JobFailed) else error_message(exc) + f" (see {sub.job.output})"
-                        result.failed[name] = message
-                        bar.write(f"FAILED {name}: {message}")
-                    else:
-                        status[name] = "ran"
-                        result.ran.append(name)
-                    bar.update()
         bar.close()
         _note_outputs(result, jobs)
         return _order(result, jobs)

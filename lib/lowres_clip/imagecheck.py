@@ -27,16 +27,6 @@ from .atomic import atomic_write_text
 
 CACHE_VERSION = 1
 CACHE_DIR = "image_checks"
-CACHE_ENV = "LOWRES_CLIP_CACHE"
-
-
-def default_cache_root() -> Path:
-    """``$LOWRES_CLIP_CACHE`` or ``<repo>/.cache/lowres_clip``: the same folder as
-    :func:`lowres_clip.features.default_cache_root`, without importing torch (for ``check-data``)."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache" / "lowres_clip"
-
-
 @dataclass(frozen=True)
 class BadImage:
     """An image that cannot be decoded.

@@ -226,7 +226,7 @@ def render(dataset: str, records_root: Path = RECORDS_ROOT, readme: Path = READM
     report = report_tables(spec, records=records, plotly_js="cdn")
     log_path = records_root / dataset / STUDY_LOG
     log = json.loads(log_path.read_text()) if log_path.is_file() else None
-    stale = stale_records(records)
+    stale = report.stale
     curve = next((p for p in report.paths if Path(p).name == "top1_vs_shots.png"), None)
     figure = _relative(Path(curve), readme.parent) if curve else None
     block = results_block(dataset, records, report.table, log, stale, figure)

@@ -262,7 +262,6 @@ def stale_records(records) -> list[Stale]:
 
 
 # ----------------------------------------------------------------------------- aggregation
-ROW_KEYS = ("dataset", "model_weights", "method", "variant", "shots")
 
 
 def records_frame(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):

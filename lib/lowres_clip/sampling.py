@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .datasets import Sample, SplitDataset, ids_fingerprint, val_coverage_note
+from .datasets import GROUPS, Sample, SplitDataset, ids_fingerprint, val_coverage_note
 
 VAL_SHOTS_CAP = 4
-GROUPS = ("head", "medium", "tail")
 
 
 @dataclass

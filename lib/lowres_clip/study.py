@@ -156,7 +156,7 @@ def plan_study(
     prof = load_profile(profile)
     grid = prof.grid
     preflight.check_dataset_name(dataset)  # grid.datasets are defaults: any dataset runs with the profile
-    labels = _subset("methods", [canonical_label(m) for m in methods] if methods else None, grid.methods)
+    labels = _subset("methods", [registry.canonical(m) for m in methods] if methods else None, grid.methods)
     shot_list = _subset("shots", shots, grid.shots)
     seed_list = _subset("seeds", seeds, grid.seeds)
     roots = {"data_root": _str(data_root), "runs_root": _str(runs_root), "figures_root": _str(figures_root),
@@ -248,11 +248,6 @@ def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cel
         output = first.notebook_path(out_root, nb) if one else out_root / name / nb
         run_jobs.append(Job(name, nb, {**params, "method": label}, output, specs=mine, depends=depends))
     return [data_job, *gen_jobs.values(), *run_jobs]
-
-
-def canonical_label(label: str) -> str:
-    """Canonical form of a method label (``bitfit+lora`` -> ``lora+bitfit``)."""
-    return registry.canonical(label)
 
 
 def _subset(name: str, chosen: Sequence[Any] | None, grid: Sequence[Any]) -> list[Any]:
@@ -470,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       cache_root=args.cache_root, notebooks_out=args.notebooks_out, overrides=overrides,
                       methods=args.methods, shots=args.shots, seeds=args.seeds,
                       jobs_per="run" if args.per_run else args.jobs_per)
-        command = "python -m lowres_clip.study " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = interrupt.rerun_command(argv)
         result = run_study(args.profile, args.dataset, force=args.force, kernel_name=args.kernel, command=command,
                            cluster=_cluster_arguments(args), dry_run=args.dry_run, **kwargs)
         if args.dry_run:

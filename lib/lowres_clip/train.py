@@ -64,6 +64,7 @@ from .settings import (  # noqa: F401
     effective_train,
 )
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
+from .config import _jsonable
 from .spec import weights_id
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
 
@@ -113,26 +114,8 @@ class TrainResult:
     augmentation: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
-    @property
-    def best_val(self) -> float:
-        """Alias of :attr:`selected_val` (the validation score of the kept parameters)."""
-        return self.selected_val
-
-    @property
-    def best_step(self) -> int:
-        """Alias of :attr:`selected_step`."""
-        return self.selected_step
-
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def select_checkpoint(history: list[dict[str, float]], rule: str) -> tuple[int, str]:

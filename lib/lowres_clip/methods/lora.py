@@ -449,7 +449,7 @@ def merge_lora(model: nn.Module) -> int:
 @contextlib.contextmanager
 def merged_lora(model: nn.Module) -> Iterator[int]:
     """Inside the block every unmerged adapter is folded into its base weight (one product per
-    layer instead of three: evaluation is about 2x faster on the embedded model's CPU tower);
+    layer instead of three: encoding is 1.77x faster on the embedded model's CPU tower, benchmarks/cpu_lora_paths.py);
     afterwards the base weights are restored bit for bit. Yields the number of layers merged."""
     layers = [m for m in lora_layers(model) if not m.merged and m.active_adapters]
     saved = [m.get_base_layer().weight.detach().clone() for m in layers]

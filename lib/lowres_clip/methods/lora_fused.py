@@ -122,7 +122,7 @@ class MaskDropout(nn.Dropout):
     The same inverted dropout (each element kept with probability ``1 - p``, exactly when ``p * 256`` is
     an integer, then scaled by ``1 / (1 - p)``), about 10x cheaper to draw on a CPU. peft's LoRA layers
     that the fused attention path does not cover (the embedded model's 1x1 convolutions, where drawing
-    the masks with ``bernoulli_`` was a third of a LoRA training step) get it in place of their
+    the masks with ``bernoulli_`` made the step 1.41x slower: ``benchmarks/cpu_lora_paths.py``) get it in place of their
     ``nn.Dropout`` (:func:`lowres_clip.methods.lora.apply_lora`). Still an ``nn.Dropout`` (``p``,
     ``training``), so :func:`projection_of` reads it as one.
     """

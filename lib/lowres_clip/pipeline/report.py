@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..datasets import GROUPS
 from ..registry import study_order
 from ..runs import aggregate, format_table, load_records, records_frame, stale_records, write_tables
 from ..spec import RunSpec
 
 TABLE_NAME = "results"
-GROUPS = ("head", "medium", "tail")
 
 
 @dataclass
