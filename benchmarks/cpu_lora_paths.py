@@ -19,7 +19,6 @@ Goal: both ratios > 1. Skips (exit 0, ``SKIP`` line) when EuroSAT is not under `
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -43,33 +42,21 @@ def main() -> int:
     import torch
     import torch.nn as nn
 
-    from lowres_clip.datasets import ImageDataset
-    from lowres_clip.methods.adapted import build_adapted
     from lowres_clip.methods.lora import lora_layers, merged_lora
     from lowres_clip.methods.lora_fused import MaskDropout
-    from lowres_clip.pipeline.common import load_model, test_samples
-    from lowres_clip.pipeline.data import prepare_data
-    from lowres_clip.spec import resolve_run
-    from lowres_clip.train import _loader, train, train_transform
+    from lowres_clip.train import _loader
     from lowres_clip.utils import autocast, resolve_precision
+    from worker_threads import cpu_lora_run, time_steps  # this folder is on sys.path when run as a script
 
-    spec = resolve_run("cpu", {"train.progress": False}, method="lora", shots=16, seed=1)
-    cfg = spec.config
-    ds, split = prepare_data(spec)
-    bundle = load_model(spec)
-    adapted = build_adapted(bundle, ds.classnames, cfg.templates(), cfg.method, cfg.lora, cfg.bitfit,
-                            cfg.meta_adapter, seed=cfg.seed)
-    train_set = ImageDataset(ds.image_root, split.train, train_transform(bundle, cfg.train.crop_scale))
+    run = cpu_lora_run(args.eval_images)
+    cfg, adapted, test = run.cfg, run.adapted, run.test
     drops = [(layer.lora_dropout, name, d.p) for layer in lora_layers(adapted.model)
              for name, d in layer.lora_dropout.items() if isinstance(d, MaskDropout)]
 
     def steps(kind: type) -> float:
         for holder, name, p in drops:
             holder[name] = kind(p)
-        train(adapted, train_set, None, dataclasses.replace(cfg.train, iterations=2, eval_every=10**6))  # warm-up
-        t0 = time.perf_counter()
-        train(adapted, train_set, None, dataclasses.replace(cfg.train, iterations=args.steps, eval_every=10**6))
-        return (time.perf_counter() - t0) / args.steps
+        return time_steps(run, args.steps) / args.steps
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{torch.get_num_threads()} threads, load average {load:.2f}; {len(drops)} adapters with dropout")
@@ -79,7 +66,6 @@ def main() -> int:
         plain, mask = min(plain, steps(nn.Dropout)), min(mask, steps(MaskDropout))
     print(f"training step, nn.Dropout (bernoulli_): {plain:.3f} s; MaskDropout: {mask:.3f} s -> {plain / mask:.2f}x")
 
-    test = ImageDataset(ds.image_root, test_samples(spec, ds)[:args.eval_images], bundle.preprocess_eval)
     dtype = resolve_precision(cfg.train.precision, adapted.device)
     adapted.eval()
 

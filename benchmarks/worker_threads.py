@@ -27,21 +27,19 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 
-def worker(steps: int, eval_images: int, threads: int) -> dict[str, float]:
-    """Train ``steps`` LoRA steps, then evaluate ``eval_images`` test images; seconds of each."""
-    import dataclasses
-
-    import torch
-
-    torch.set_num_threads(threads)
+def cpu_lora_run(eval_images: int) -> SimpleNamespace:
+    """The study's LoRA run (profile ``cpu``, EuroSAT, K=16, seed 1) ready to train: ``cfg``,
+    ``adapted``, ``train_set`` (training transform) and the first ``eval_images`` test images
+    (``test``). Shared by ``cpu_lora_paths.py``."""
     from lowres_clip.datasets import ImageDataset
     from lowres_clip.methods.adapted import build_adapted
     from lowres_clip.pipeline.common import load_model, test_samples
     from lowres_clip.pipeline.data import prepare_data
     from lowres_clip.spec import resolve_run
-    from lowres_clip.train import evaluate, train, train_transform
+    from lowres_clip.train import train_transform
 
     spec = resolve_run("cpu", {"train.progress": False}, method="lora", shots=16, seed=1)
     cfg = spec.config
@@ -49,15 +47,37 @@ def worker(steps: int, eval_images: int, threads: int) -> dict[str, float]:
     bundle = load_model(spec)
     adapted = build_adapted(bundle, ds.classnames, cfg.templates(), cfg.method, cfg.lora, cfg.bitfit,
                             cfg.meta_adapter, seed=cfg.seed)
-    train_set = ImageDataset(ds.image_root, split.train, train_transform(bundle, cfg.train.crop_scale))
-    test = ImageDataset(ds.image_root, test_samples(spec, ds)[:eval_images], bundle.preprocess_eval)
-    train(adapted, train_set, None, dataclasses.replace(cfg.train, iterations=2, eval_every=10**6))  # warm-up
+    return SimpleNamespace(
+        cfg=cfg, adapted=adapted,
+        train_set=ImageDataset(ds.image_root, split.train, train_transform(bundle, cfg.train.crop_scale)),
+        test=ImageDataset(ds.image_root, test_samples(spec, ds)[:eval_images], bundle.preprocess_eval))
+
+
+def time_steps(run: SimpleNamespace, steps: int) -> float:
+    """Seconds of ``steps`` training steps of ``run`` (after 2 warm-up steps)."""
+    import dataclasses
+
+    from lowres_clip.train import train
+
+    train(run.adapted, run.train_set, None, dataclasses.replace(run.cfg.train, iterations=2, eval_every=10**6))
     t0 = time.perf_counter()
-    train(adapted, train_set, None, dataclasses.replace(cfg.train, iterations=steps, eval_every=10**6))
+    train(run.adapted, run.train_set, None, dataclasses.replace(run.cfg.train, iterations=steps, eval_every=10**6))
+    return time.perf_counter() - t0
+
+
+def worker(steps: int, eval_images: int, threads: int) -> dict[str, float]:
+    """Train ``steps`` LoRA steps, then evaluate ``eval_images`` test images; seconds of each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from lowres_clip.train import evaluate
+
+    run = cpu_lora_run(eval_images)
+    trained = time_steps(run, steps)
     t1 = time.perf_counter()
-    evaluate(adapted, test, cfg.train.eval_batch_size, cfg.train.precision, progress=False)
-    t2 = time.perf_counter()
-    return {"train": t1 - t0, "eval": t2 - t1, "total": t2 - t0}
+    evaluate(run.adapted, run.test, run.cfg.train.eval_batch_size, run.cfg.train.precision, progress=False)
+    evaluated = time.perf_counter() - t1
+    return {"train": trained, "eval": evaluated, "total": trained + evaluated}
 
 
 def launch(n: int, threads: int, args: argparse.Namespace) -> tuple[float, list[dict[str, float]]]:
