@@ -48,6 +48,7 @@ from lowres_clip.cluster import parse_cluster
 from lowres_clip.config import ConfigError, load_profile
 from lowres_clip.datasets import DatasetError, default_data_root, load_dataset
 from lowres_clip.runs import load_records
+from lowres_clip.spec import STUDY_LOG
 
 GOAL_MINUTES = 60.0
 # One (K=16, seed 1) cell of the study before the grid: 11 notebooks in 19 min 50 s wall on these 2
@@ -216,7 +217,11 @@ def finished_study(folder: Path, dataset: str, profile: str) -> tuple[float, int
     """``(seconds, exit code, workers, notebooks folder, runs folder)`` of the study that ran in the
     checkout ``folder`` (its ``runs/{dataset}/study-log.json``; workers: the log's, else the profile's)."""
     runs = folder / "runs"
-    log = json.loads((runs / dataset / "study-log.json").read_text())
+    log = json.loads((runs / dataset / STUDY_LOG).read_text())
+    if not log.get("ran") or log.get("skipped"):
+        raise ValueError(f"the logged study ({log.get('date')}, `{log.get('command')}`) ran {log.get('ran')} notebooks "
+                         f"and skipped {log.get('skipped')}: its time is not the time of the study; rerun it from a "
+                         "fresh clone (or with --force)")
     rc = 0 if not log.get("failed") else 1
     workers = int(log.get("workers") or profile_workers(profile))
     return float(log["seconds"]), rc, workers, runs / "notebooks", runs
@@ -241,7 +246,7 @@ def main() -> int:
     if args.from_dir:
         try:
             total, rc, workers, notebooks, runs = finished_study(Path(args.from_dir), args.dataset, args.profile)
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, ValueError) as exc:
             print(f"error: no finished study in {args.from_dir}: {exc}", file=sys.stderr)
             return 2
         print(f"report on the study in {args.from_dir} ({workers} worker(s)); nothing is rerun")

@@ -438,3 +438,16 @@ def test_common_model_checks_do_not_import_open_clip_and_agree_with_it():
     from lowres_clip.settings import EMBEDDED_MODEL
 
     assert preflight._light_model_names() == set(open_clip.list_models()) | {EMBEDDED_MODEL}
+
+
+def test_device_problems_name_cuda_and_fp16_on_a_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine
+    assert "no CUDA device" in preflight.device_problem("cuda", "fp32")
+    line = preflight.device_problem("cpu", "fp16")  # the paper profile (CLIP-LoRA's fp16) with --set device=cpu
+    assert line.startswith("train.precision 'fp16'") and "--set train.precision=fp32" in line
+    assert preflight.device_problem("cpu", "fp32") is None and preflight.device_problem("auto", "bf16") is None
+    cfg = resolve_config("paper", {"device": "cpu", "weights": "random", "dataset": "eurosat"})
+    report = preflight.run_preflight([cfg], verify_images=False, probe_weights=False, progress=False)
+    assert any(p.startswith("device: train.precision 'fp16'") for p in report.problems)

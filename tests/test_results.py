@@ -10,7 +10,8 @@ import yaml
 from lowres_clip import pipeline, results
 from lowres_clip.config import load_profile
 from lowres_clip.runs import load_records
-from lowres_clip.spec import resolve_run
+from lowres_clip.spec import STUDY_LOG, STUDY_LOGS, resolve_run
+from lowres_clip.study import StudyResult, write_log
 
 README = """# Title
 
@@ -30,9 +31,40 @@ def study(tmp_path: Path):
     profile.write_text(yaml.safe_dump(raw))
     roots = {"runs_root": str(tmp_path / "runs"), "figures_root": str(tmp_path / "figures"),
              "cache_root": str(tmp_path / "cache")}
-    for method in ("zero_shot", "linear_probe", "lora"):
-        pipeline.run_method(resolve_run(str(profile), None, method=method, **roots))
-    return {"profile": profile, "roots": roots, "tmp": tmp_path}
+    specs = [resolve_run(str(profile), None, method=method, **roots) for method in ("zero_shot", "linear_probe", "lora")]
+    for spec in specs:
+        pipeline.run_method(spec)
+    log(specs, ran=["three runs"], made=[s.id for s in specs])
+    return {"profile": profile, "roots": roots, "tmp": tmp_path, "specs": specs}
+
+
+def log(specs, ran, made):
+    """Log one study invocation over ``specs`` (as ``run_study`` does) that made ``made``."""
+    return write_log(specs[0], StudyResult(ran=list(ran), seconds=1.0), "python -m lowres_clip.study (test)", made=made)
+
+
+def test_publish_refuses_records_no_logged_invocation_made(study):
+    tmp = study["tmp"]
+    extra = resolve_run(str(study["profile"]), None, method="bitfit", **study["roots"])
+    pipeline.run_method(extra)  # made by hand, outside any study invocation
+    with pytest.raises(results.UnloggedRecords, match="1 of 4 records"):
+        results.publish("eurosat", tmp / "runs", tmp / "records")
+    assert not (tmp / "records").exists()  # nothing published
+    log(study["specs"] + [extra], ran=[], made=[])  # a rerun that skipped everything: it made nothing
+    with pytest.raises(results.UnloggedRecords):
+        results.publish("eurosat", tmp / "runs", tmp / "records")
+    log([extra], ran=["bitfit"], made=[extra.id])
+    assert len(results.publish("eurosat", tmp / "runs", tmp / "records")) == 4
+    logs = results.study_logs(tmp / "records" / "eurosat")
+    assert [sorted(lg["runs"]) for lg in logs] == [sorted(s.id for s in study["specs"]), [extra.id]]  # not the no-op
+
+
+def test_a_rerun_that_skipped_everything_keeps_the_last_real_log(study):
+    runs = Path(study["roots"]["runs_root"]) / "eurosat"
+    before = (runs / STUDY_LOG).read_text()
+    log(study["specs"], ran=[], made=[])
+    assert (runs / STUDY_LOG).read_text() == before
+    assert len(list((runs / STUDY_LOGS).glob("*.json"))) == 2  # both invocations are kept in the history
 
 
 def test_publish_render_readme_block_and_tables(study):
@@ -109,7 +141,8 @@ def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_
             records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
                                            identity={"group_hash": f"{m}{k}"}, timings={"train": 1.0, "eval": 2.0},
                                            extra=trained, metrics={"val_top1": 0.75}))
-    block = results.results_block("eurosat", records, pd.DataFrame(rows), {"seconds": 3000, "executor": "local (2 workers)"},
+    logs = [{"seconds": 3000, "executor": "local (2 workers)", "file": "x.json", "runs": []}]
+    block = results.results_block("eurosat", records, pd.DataFrame(rows), logs,
                                   [], figure="figures/eurosat/tables/top1_vs_shots.png")
     assert "![test top-1 against shots" in block and "(figures/eurosat/tables/top1_vs_shots.png)" in block
     table_ks = {line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ") and "K |" not in line}

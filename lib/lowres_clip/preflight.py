@@ -193,14 +193,17 @@ def model_problems(model: str, weights: str | None, probe: bool = True) -> list[
     return [problem] if problem else []
 
 
-def device_problem(device: str) -> str | None:
-    """One line when CUDA is asked for and there is none."""
-    if device.startswith("cuda"):
-        import torch
+def device_problem(device: str, precision: str | None = None) -> str | None:
+    """One line when CUDA is asked for and there is none, or fp16 training on a CPU."""
+    import torch
 
-        if not torch.cuda.is_available():
-            return (f"device {device!r} requested but no CUDA device is available; "
-                    "use --set device=cpu (or auto), or a CPU profile such as 'cpu'.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (f"device {device!r} requested but no CUDA device is available; "
+                "use --set device=cpu (or auto), or a CPU profile such as 'cpu'.")
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if precision == "fp16" and on_cpu:
+        return ("train.precision 'fp16' (CLIP-LoRA's autocast + GradScaler) needs a CUDA device; "
+                "on a CPU use --set train.precision=fp32 (or bf16).")
     return None
 
 
@@ -233,9 +236,9 @@ def run_preflight(
                 report.problems.append(text)
 
     for cfg in configs:
-        if check_device and (key := ("device", cfg.device)) not in seen:
+        if check_device and (key := ("device", cfg.device, cfg.train.precision)) not in seen:
             seen.add(key)
-            add("device", [p] if (p := device_problem(cfg.device)) else [])
+            add("device", [p] if (p := device_problem(cfg.device, cfg.train.precision)) else [])
         if (key := ("model", cfg.model, cfg.weights)) not in seen:
             seen.add(key)
             add("model", model_problems(cfg.model, cfg.weights, probe=probe_weights))

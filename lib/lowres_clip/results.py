@@ -13,8 +13,9 @@ records, and rerun any committed record to compare old and new numbers.
     same command (profile, parameters, overrides), i.e. numbers this code would not produce.
 ``python -m lowres_clip.results reproduce [--methods zero_shot linear_probe ...]``
     reruns committed records into a temporary folder and prints old vs new; exits 1 on a
-    difference beyond the tolerance (exact for fp32 runs, :data:`BF16_TOLERANCE` for runs under
-    bf16 autocast, whose CPU kernels may round differently). ``make reproduce`` reruns them all.
+    difference beyond the tolerance: exact where this process has the record's numerics (CPU, ISA,
+    threads, libraries; each rerun uses the recorded thread count), else the noise floor measured by
+    ``benchmarks/noise_floor.py`` for the precision the run used. ``make reproduce`` reruns them all.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .runs import Stale, stale_records  # noqa: F401 (re-exported)
-from .spec import FIGURES_ROOT, RECORD_FILE, REPO, RUNS_ROOT, resolve_origin
+from .spec import FIGURES_ROOT, RECORD_FILE, REPO, RUNS_ROOT, STUDY_LOGS, resolve_origin
 
 RECORDS_ROOT = FIGURES_ROOT / "records"
 README = REPO / "README.md"
-STUDY_LOG = "study-log.json"
-BF16_TOLERANCE = 0.005  # absolute, on accuracies in [0, 1]: half a point
+BF16_TOLERANCE = 0.005  # absolute, on accuracies in [0, 1]: half a point (only without a measured floor)
+NOISE_FLOOR = Path(__file__).resolve().parent / "resources" / "noise_floor.json"
 EXACT_TOLERANCE = 1e-9
 COMPARED = ("top1", "balanced")
 GOAL_POINTS = 2.0  # "within 2 points of the linear probe"
@@ -44,22 +45,51 @@ REFERENCES = ("zero_shot", "linear_probe")  # drawn as references, not contestan
 
 
 # ----------------------------------------------------------------------------- publish
+class UnloggedRecords(ValueError):
+    """Records that no logged study invocation made: publishing them would name the wrong study."""
+
+
+def study_logs(folder: Path) -> list[dict[str, Any]]:
+    """The study logs under ``folder`` (``study-logs/*.json``, oldest first), each with its ``file``."""
+    out = []
+    for path in sorted((folder / STUDY_LOGS).glob("*.json")):
+        log = json.loads(path.read_text())
+        log["file"] = path.name
+        out.append(log)
+    return out
+
+
 def publish(dataset: str, runs_root: Path = RUNS_ROOT, dest: Path = RECORDS_ROOT) -> list[Path]:
-    """Replace the committed records of ``dataset`` by the records under ``runs_root``."""
+    """Replace the committed records of ``dataset`` by the records under ``runs_root``, with the
+    logs of the study invocations that made them.
+
+    Raises:
+        UnloggedRecords: a record that no logged study invocation made (e.g. made by a notebook
+            run by hand, or before study logs named their runs): the published study would not be
+            the study that ran. Rerun them through ``python -m lowres_clip.study`` (``--force``).
+    """
     from .runs import load_records
 
     records = load_records(runs_root, dataset)
     if not records:
         raise FileNotFoundError(f"no records of {dataset!r} under {runs_root}; run the study first.")
+    logs = study_logs(runs_root / dataset)
+    maker = {run: log for log in logs for run in log.get("runs", [])}  # the latest invocation that made it
+    unlogged = [r.run_id for r in records if r.run_id not in maker]
+    if unlogged:
+        raise UnloggedRecords(
+            f"{len(unlogged)} of {len(records)} records were not made by a logged study invocation "
+            f"(e.g. {unlogged[0]}); rerun them with `python -m lowres_clip.study ... --force` before publishing.")
     shutil.rmtree(dest / dataset, ignore_errors=True)
     written = []
     for r in records:
         path = dest / r.run_id / RECORD_FILE
         r.save(path)
         written.append(path)
-    log = runs_root / dataset / STUDY_LOG
-    if log.is_file():
-        shutil.copy(log, dest / dataset / STUDY_LOG)
+    used = {log["file"] for log in maker.values()}
+    (dest / dataset / STUDY_LOGS).mkdir(parents=True, exist_ok=True)
+    for name in sorted(used):
+        shutil.copy(runs_root / dataset / STUDY_LOGS / name, dest / dataset / STUDY_LOGS / name)
     return written
 
 
@@ -68,7 +98,7 @@ def _pct(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
-def results_block(dataset: str, records, table, log: dict[str, Any] | None, stale: list[Stale],
+def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stale: list[Stale],
                   figure: str | None = None) -> str:
     """The README's results block (Markdown) built from records and their aggregate.
 
@@ -87,10 +117,13 @@ def results_block(dataset: str, records, table, log: dict[str, Any] | None, stal
         + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
         + f" at commit {', '.join(c[:10] for c in commits)} on {'; '.join(machines)}). Do not edit by hand.",
     ]
-    if log:
+    made = {r.identity.get("run_id") for r in records}
+    for log in logs:
         load = log.get("load_average")
         where = f", {log['executor']}" if log.get("executor") else ""
-        lines.append(f"The study that made them: `{log.get('command', '?')}`, {log.get('ran', '?')} notebooks ran, "
+        runs = len(made & set(log.get("runs", [])))
+        lines.append(f"Made {runs} of them: `{log.get('command', '?')}` (log `figures/records/{dataset}/{STUDY_LOGS}/"
+                     f"{log['file']}`), {log.get('ran', '?')} notebooks ran, {log.get('skipped', '?')} skipped, "
                      f"{log.get('failed', '?')} failed, wall time {log.get('seconds', 0) / 60:.1f} min "
                      f"({log.get('date', '?')}{where}" + (f"; load average at the end {load}" if load else "") + ").")
     if stale:
@@ -224,12 +257,11 @@ def render(dataset: str, records_root: Path = RECORDS_ROOT, readme: Path = READM
         raise FileNotFoundError(f"no committed records of {dataset!r} under {records_root}; publish some first.")
     spec = RunSpec(RunConfig(dataset=dataset, figures_root=str(figures_root)))
     report = report_tables(spec, records=records, plotly_js="cdn")
-    log_path = records_root / dataset / STUDY_LOG
-    log = json.loads(log_path.read_text()) if log_path.is_file() else None
+    logs = study_logs(records_root / dataset)
     stale = report.stale
     curve = next((p for p in report.paths if Path(p).name == "top1_vs_shots.png"), None)
     figure = _relative(Path(curve), readme.parent) if curve else None
-    block = results_block(dataset, records, report.table, log, stale, figure)
+    block = results_block(dataset, records, report.table, logs, stale, figure)
     readme.write_text(replace_block(readme.read_text(), dataset, block))
     return {"records": len(records), "stale": stale, "paths": report.paths, "block": block}
 
@@ -237,12 +269,13 @@ def render(dataset: str, records_root: Path = RECORDS_ROOT, readme: Path = READM
 # ----------------------------------------------------------------------------- reproduce
 @dataclass
 class Reproduction:
-    """One committed record rerun: old and new metrics, tolerance, verdict."""
+    """One committed record rerun: old and new metrics, tolerance (and why), verdict."""
 
     run_id: str
     old: dict[str, float]
     new: dict[str, float]
     tolerance: float
+    reason: str = "exact"
 
     @property
     def ok(self) -> bool:
@@ -250,28 +283,65 @@ class Reproduction:
 
     def line(self) -> str:
         parts = [f"{m} {100 * self.old[m]:.2f} -> {100 * self.new[m]:.2f}" for m in COMPARED if m in self.old]
-        return f"{'ok  ' if self.ok else 'DIFF'} {self.run_id}: " + ", ".join(parts) + f" (tolerance {100 * self.tolerance:g} points)"
+        tol = "exact" if self.tolerance <= EXACT_TOLERANCE else f"tolerance {100 * self.tolerance:g} points"
+        return f"{'ok  ' if self.ok else 'DIFF'} {self.run_id}: " + ", ".join(parts) + f" ({tol}: {self.reason})"
 
 
-def tolerance_of(record) -> float:
-    """Exact for fp32 runs; :data:`BF16_TOLERANCE` when the run used bf16 autocast."""
-    precision = str(record.extra.get("train", {}).get("precision", ""))
-    train_cfg = record.config.get("train", {})
-    bf16 = "bf16" in precision or train_cfg.get("precision") in ("auto", "bf16")
-    return BF16_TOLERANCE if bf16 else EXACT_TOLERANCE
+def precision_used(record) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: the lowest precision a record's run trained or evaluated in
+    (``protocol["precision"]``; records without it: what the loop reported in ``extra["train"]``)."""
+    used = record.protocol.get("precision")
+    names = [v for v in used.values() if v] if isinstance(used, dict) else []
+    if not names:
+        names = [str(record.extra.get("train", {}).get("precision", "fp32"))]
+    names = ["bf16" if n in ("bf16", "bfloat16") else "fp16" if n in ("fp16", "float16") else "fp32" for n in names]
+    return "fp16" if "fp16" in names else "bf16" if "bf16" in names else "fp32"
+
+
+def noise_floor() -> dict[str, Any]:
+    """The measured reproduction tolerances (``resources/noise_floor.json``, written by
+    ``benchmarks/noise_floor.py``): per precision, the largest top-1 / balanced difference seen
+    between runs that differ only in thread count or instruction set."""
+    return json.loads(NOISE_FLOOR.read_text()) if NOISE_FLOOR.is_file() else {}
+
+
+def tolerance_of(record, current: dict[str, Any] | None = None) -> tuple[float, str]:
+    """The tolerance a rerun of ``record`` is held to here, and why.
+
+    Exact when this process has the record's numerics (CPU model, ISA flags, thread count, torch,
+    oneDNN and MKL versions, ATen dispatch, numeric environment: :func:`lowres_clip.numerics.
+    numerics_differences`); otherwise the noise floor measured for the precision the run used
+    (:func:`noise_floor`), and :data:`BF16_TOLERANCE` for a precision the floor has no value for."""
+    from .numerics import numerics_differences
+
+    differences = numerics_differences(record.machine, current)
+    if not differences:
+        return EXACT_TOLERANCE, "same machine, threads and libraries"
+    precision = precision_used(record)
+    floor = noise_floor().get(precision)
+    where = "; ".join(differences)
+    if floor:
+        return float(floor["tolerance"]), f"{precision} noise floor of {floor['measured']} ({where})"
+    return BF16_TOLERANCE, f"{precision}: no measured floor, default ({where})"
 
 
 def reproduce(records, workdir: Path | None = None, log=print) -> list[Reproduction]:
-    """Rerun each record's command with the current code into ``workdir`` and compare the metrics."""
+    """Rerun each record's command with the current code into ``workdir`` and compare the metrics.
+
+    Each rerun uses the thread count its record was made with, so a rerun on the machine that made
+    the record is bit-identical; the tolerance is :func:`tolerance_of`."""
+    from .numerics import using_threads
     from .pipeline import run_method
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lowres-clip-reproduce-"))
     out = []
     for r in records:
         spec = resolve_origin(r.identity["origin"], runs_root=str(workdir / "runs"), figures_root=str(workdir / "figures"))
-        new, _ = run_method(spec)
+        with using_threads(r.machine.get("threads")):
+            new, _ = run_method(spec)
+            tolerance, reason = tolerance_of(r)
         rep = Reproduction(r.run_id, {m: r.metrics[m] for m in COMPARED if m in r.metrics},
-                           {m: new.metrics[m] for m in COMPARED if m in new.metrics}, tolerance_of(r))
+                           {m: new.metrics[m] for m in COMPARED if m in new.metrics}, tolerance, reason)
         log(rep.line())
         out.append(rep)
     return out

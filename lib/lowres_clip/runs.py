@@ -11,7 +11,6 @@ Tables are built from records, grouped by their settings hash (:func:`aggregate`
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -118,24 +117,12 @@ def git_commit(repo: Path = REPO) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """Where a record was made: CPU model, cores, GPU (if any), platform."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
+    """Where a record was made and what there can change its numbers: CPU model, ISA flags, caches,
+    cores, torch's thread count, platform, torch / oneDNN / MKL versions, GPU
+    (:func:`lowres_clip.numerics.host_facts`)."""
+    from .numerics import host_facts
 
-        if torch.cuda.is_available():
-            out["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover
-        pass
-    return out
+    return host_facts()
 
 
 @dataclass
@@ -153,7 +140,8 @@ class RunRecord:
         timings: wall seconds per step (``train``, ``eval``...).
         versions: package versions.
         commit: git commit of the code (``+dirty`` when uncommitted changes existed).
-        machine: CPU, cores, GPU.
+        machine: CPU, ISA flags, caches, cores, threads, platform, library versions, GPU
+            (:func:`machine`): what reproduction compares.
         created: UNIX time the record was written.
         extra: anything else a method keeps (parameter counts, shots report, training history...).
     """

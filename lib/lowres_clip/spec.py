@@ -39,6 +39,8 @@ CACHE_ENV = "LOWRES_CLIP_CACHE"
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.npz"
 CHECKPOINT_FILE = "checkpoint.pt"
+STUDY_LOG = "study-log.json"  # runs/{dataset}/: the last study invocation that ran something
+STUDY_LOGS = "study-logs"  # runs/{dataset}/study-logs/{date}.json: every invocation
 HASH_LENGTH = 8
 RANDOM_WEIGHTS = ("random", "none", "")
 # settings shown by the key itself (left out of the variant hash)

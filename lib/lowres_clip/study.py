@@ -74,7 +74,7 @@ from .jobs import (  # noqa: F401 (re-exported: the study's names)
     execute,
     should_skip,
 )
-from .spec import RunSpec
+from .spec import STUDY_LOG, STUDY_LOGS, RunSpec
 
 if TYPE_CHECKING:
     from . import executors
@@ -364,26 +364,54 @@ def run_study(
     result = runner.run(jobs, skip, progress)
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
-    write_log(base, result, command, runner.describe(), getattr(runner, "workers", 1))
+    made = made_runs([spec for job in jobs for spec in job.specs], started=t0)
+    write_log(base, result, command, runner.describe(), getattr(runner, "workers", 1), made)
     return result
 
 
+def made_runs(specs: Sequence[RunSpec], started: float) -> list[str]:
+    """Ids of the runs among ``specs`` whose record was written at or after ``started`` (UNIX time):
+    the runs this invocation made, not the ones it found finished."""
+    import json
+
+    made = set()
+    for spec in specs:
+        try:
+            created = json.loads(spec.record_path.read_text()).get("created", 0)
+        except (OSError, ValueError):
+            continue
+        if created >= started:
+            made.add(spec.id)
+    return sorted(made)
+
+
 def write_log(base: RunSpec, result: StudyResult, command: str | None, executor: str | None = None,
-              workers: int = 1) -> Path:
-    """Write ``runs/{dataset}/study-log.json``: what the last study run did, how long it took, where."""
+              workers: int = 1, made: Sequence[str] = ()) -> Path:
+    """Log what one study invocation did, how long it took and where, naming the runs it made.
+
+    Every invocation is kept as ``runs/{dataset}/study-logs/{date}.json``. ``runs/{dataset}/
+    study-log.json`` is the log of the last invocation that ran or failed something: a rerun that
+    only skipped finished work never replaces it (its timing would describe a study that did nothing).
+    """
     import datetime as dt
     import json
 
     from .atomic import atomic_write_text
     from .runs import machine
 
-    path = base.runs_root / base.dataset / "study-log.json"
-    log = {"command": command or "run_study(...)", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    now = dt.datetime.now(dt.timezone.utc)
+    log = {"command": command or "run_study(...)", "date": now.isoformat(timespec="seconds"),
            "seconds": round(result.seconds, 1), "ran": len(result.ran), "skipped": len(result.skipped),
            "failed": len(result.failed), "executor": executor, "workers": workers, "machine": machine(),
-           "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-    atomic_write_text(path, json.dumps(log, indent=1))
-    return path
+           "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+           "runs": list(made)}
+    folder = base.runs_root / base.dataset
+    history = folder / STUDY_LOGS / f"{now.strftime('%Y%m%dT%H%M%S.%f')}.json"
+    atomic_write_text(history, json.dumps(log, indent=1))
+    latest = folder / STUDY_LOG
+    if result.ran or result.failed or not latest.exists():
+        atomic_write_text(latest, json.dumps(log, indent=1))
+    return history
 
 
 # ----------------------------------------------------------------------------- command line

@@ -66,6 +66,7 @@ from .settings import (  # noqa: F401
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
 from .config import _jsonable
 from .spec import weights_id
+from .numerics import precision_name
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
 
 CHECKPOINT_FORMAT = "lowres_clip.trained/1"
@@ -387,7 +388,7 @@ def train(
     seed_everything(cfg.seed)
     device = adapted.device
     dtype = resolve_precision(cfg.precision, device)
-    result.precision = str(dtype).replace("torch.", "") if dtype is not None else "fp32"
+    result.precision = precision_name(dtype)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16 and device.type == "cuda")
 
     counts = torch.bincount(labels_all, minlength=adapted.num_classes)

@@ -33,7 +33,8 @@ def _run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSpl
     with timed(timings, "eval"):
         logits = probe.predict_logits(xte)
     extra = {"probe": {"C": probe.C, "val_accuracy": probe.val_accuracy, "search": probe.search}}
-    protocol = {"selection": "best_val (C of the logistic regression on validation)", "selected_step": None}
+    protocol = {"selection": "best_val (C of the logistic regression on validation)", "selected_step": None,
+                "precision": {"train": "fp32", "eval": "fp32"}}
     return logits, yte, xte, probe.val_accuracy, extra, protocol
 
 
@@ -44,7 +45,9 @@ def templates_of(spec: RunSpec) -> list[str]:
 
 def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
     from ..methods.adapted import build_adapted
+    from ..numerics import precision_name
     from ..train import evaluate, evaluate_features, save_trained, train, train_transform
+    from ..utils import resolve_precision
 
     cfg = spec.config
     cache = feature_cache(spec)
@@ -58,7 +61,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
         adapted = build_adapted(bundle, ds.classnames, templates, cfg.method, cfg.lora, cfg.bitfit, cfg.meta_adapter,
                                 support=support, seed=cfg.seed)
     extra: dict[str, Any] = {"templates": templates, "parameter_counts": adapted.parameter_counts()}
-    protocol: dict[str, Any] = {"selection": None, "selected_step": None}
+    protocol: dict[str, Any] = {"selection": None, "selected_step": None, "precision": {"train": None, "eval": "fp32"}}
     val_metric = float("nan")
     if cfg.trains:
         transform = train_transform(bundle, cfg.effective_train().crop_scale)  # Meta-Adapter alone: 0.5-1
@@ -72,8 +75,9 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
                            preserving=preserving, breaking=breaking)
         val_metric = result.selected_val
         extra["train"] = result.to_dict()
-        protocol = {"selection": result.selection, "selected_step": result.selected_step,
-                    "selection_reason": result.selection_reason}
+        protocol.update({"selection": result.selection, "selected_step": result.selected_step,
+                         "selection_reason": result.selection_reason})
+        protocol["precision"]["train"] = result.precision
         with timed(timings, "checkpoint"):
             save_trained(adapted, spec.checkpoint_path, meta={"run_id": spec.id, "config_hash": spec.config_hash,
                                                              "seed": cfg.seed, "train_config": asdict(cfg.effective_train())})
@@ -86,6 +90,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
                 val_metric = float((evaluate_features(adapted, xva, yva)["logits"].argmax(1) == yva).float().mean())
         else:
             test = ImageDataset(ds.image_root, test_samples(spec, ds), bundle.preprocess_eval)
+            protocol["precision"]["eval"] = precision_name(resolve_precision(cfg.train.precision, adapted.device))
             res = evaluate(adapted, test, cfg.train.eval_batch_size, cfg.train.precision, cfg.train.num_workers,
                            progress=cfg.train.progress, desc=f"test {spec.label}")
     return res["logits"], res["labels"], res["features"], val_metric, extra, protocol
