@@ -1,14 +1,17 @@
 """Which checkpoint-selection rule should the CPU profile use? ``last`` against ``best_val``, measured.
 
 For each method, one training run of the CPU profile (EuroSAT, 16 shots) records the trainable
-parameters at every validation; the test accuracy (on ``--test-subset`` images) of the parameters
-each rule keeps (:func:`lowres_clip.train.select_checkpoint`) is then measured on the same
-trajectory, so the rules are compared without retraining. Also prints the untrained (step 0) accuracy.
+parameters at every validation; the accuracy on held-out TRAIN images (:func:`lowres_clip.heldout.
+held_out_dataset`: 100 per class, never in the K-shot draw; the dataset has no test split, so no
+test label is read) of the parameters each rule keeps (:func:`lowres_clip.train.select_checkpoint`)
+is then measured on the same trajectory, so the rules are compared without retraining. Also prints
+the untrained (step 0) accuracy. The profiles keep CLIP-LoRA's rule (``last``) whatever this prints:
+it is a check of the anchor's rule, not a choice.
 
     python benchmarks/selection_rule.py --methods lora bitfit meta_adapter --seeds 1
 
 Ends with ``SUMMARY``: whether the profile's rule (``train.selection``) is within 0.5 points of the
-better rule's mean test accuracy.
+better rule's mean held-out accuracy.
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ def measure(method: str, seed: int, args) -> dict:
     from lowres_clip.methods.adapted import build_adapted
     from lowres_clip.spec import resolve_run
 
-    overrides = {"method": method, "seed": seed, "test_subset": args.test_subset, "runs_root": args.work,
+    from lowres_clip.datasets import load_dataset
+    from lowres_clip.heldout import held_out_dataset
+    from lowres_clip.sampling import few_shot
+
+    overrides = {"method": method, "seed": seed, "runs_root": args.work,
                  "figures_root": args.work, "train.progress": False, **dict(args.set or [])}
     if args.data_root:
         overrides["data_root"] = args.data_root
     spec = resolve_run(args.profile, overrides)
     cfg = spec.config
-    ds, split = pipeline.prepare_data(spec)
+    ds = held_out_dataset(load_dataset(cfg.dataset, pipeline.resolve_data_root(spec), exclude=cfg.exclude))
+    split = few_shot(ds, cfg.shots, seed)
     bundle = pipeline.load_model(spec)
     cache = pipeline.feature_cache(spec)
     support = None
@@ -74,22 +82,22 @@ def measure(method: str, seed: int, args) -> dict:
     steps = [h["step"] for h in result.history]
     state_at = {step: states[i] for i, step in enumerate(steps)}
     chosen = {rule: train_mod.select_checkpoint(result.history, rule)[0] for rule in ("last", "best_val")}
-    test = pipeline.test_samples(spec, ds)
+    dev = ds.split("dev")
     xte = yte = None
     if adapted.encoders_frozen:
-        xte, yte = image_features(bundle, ds, "test", test, cache)
+        xte, yte = image_features(bundle, ds, "dev", dev, cache)
     accuracy: dict[int, float] = {}
     for step in sorted({0, *chosen.values()}):
         adapted.load_trainable_state(state_at[step])
         if xte is not None:
             out = train_mod.evaluate_features(adapted, xte, yte)
         else:
-            out = train_mod.evaluate(adapted, ImageDataset(ds.image_root, test, bundle.preprocess_eval),
+            out = train_mod.evaluate(adapted, ImageDataset(ds.image_root, dev, bundle.preprocess_eval),
                                      cfg.train.eval_batch_size, cfg.train.precision, progress=False)
         accuracy[step] = float((out["logits"].argmax(1) == out["labels"]).float().mean())
     vals = {h["step"]: h["val"] for h in result.history}
     return {"method": method, "seed": seed, "iterations": result.iterations, "train_s": round(seconds, 1),
-            "val": vals, "chosen": chosen, "test": {rule: accuracy[s] for rule, s in chosen.items()},
+            "val": vals, "chosen": chosen, "dev": {rule: accuracy[s] for rule, s in chosen.items()},
             "step0": accuracy[0], "overrides": result.overrides}
 
 
@@ -98,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--methods", nargs="+", default=["lora", "bitfit", "meta_adapter"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
-    p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--data-root", default=None)
     p.add_argument("--work", default=None, help="folder for splits and caches (default: a temporary one)")
     p.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), type=str,
@@ -121,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(method, seed, args)
             rows.append(r)
             print(f"{method} seed {seed}: {r['iterations']} iterations in {r['train_s']}s; val by step {r['val']}; "
-                  f"step 0 test {r['step0']:.4f}; last -> step {r['chosen']['last']} test {r['test']['last']:.4f}; "
-                  f"best_val -> step {r['chosen']['best_val']} test {r['test']['best_val']:.4f}"
+                  f"step 0 dev {r['step0']:.4f}; last -> step {r['chosen']['last']} dev {r['dev']['last']:.4f}; "
+                  f"best_val -> step {r['chosen']['best_val']} dev {r['dev']['best_val']:.4f}"
                   + (f"; overrides {r['overrides']}" if r["overrides"] else ""), flush=True)
     from lowres_clip.config import resolve_config
 
-    mean = {rule: float(np.mean([r["test"][rule] for r in rows])) for rule in ("last", "best_val")}
+    mean = {rule: float(np.mean([r["dev"][rule] for r in rows])) for rule in ("last", "best_val")}
     chosen = resolve_config(args.profile).train.selection
     met = mean[chosen] >= max(mean.values()) - 0.005
-    print(f"SUMMARY goal: the {args.profile} profile's rule ({chosen}) within 0.5 points of the better rule; mean test "
+    print(f"SUMMARY goal: the {args.profile} profile's rule ({chosen}) within 0.5 points of the better rule; mean held-out "
           f"accuracy over {len(rows)} runs: last {mean['last']:.4f}, best_val {mean['best_val']:.4f}: "
           f"{'MET' if met else 'MISSED'}")
     return 0
