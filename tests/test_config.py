@@ -138,7 +138,9 @@ def test_grid_entries_carry_settings_of_their_own(tmp_path):
     """``label[key=value, ...]``: one parser, one canonical text; the settings are checked like --set."""
     entry = parse_entry(" bitfit+lora[train.lr=0.001,  lora.params=[q, v]] ")
     assert entry == GridEntry("lora+bitfit", (("lora.params", ["q", "v"]), ("train.lr", 1e-3)))
-    assert str(entry) == 'lora+bitfit[lora.params=["q", "v"], train.lr=0.001]' and parse_entry(str(entry)) == entry
+    assert str(entry) == "lora+bitfit[lora.params=[q,v],train.lr=0.001]" and parse_entry(str(entry)) == entry
+    odd = parse_entry('lora[train.crop_scale=[0.5, 1.0], train.seed="3", bitfit.groups=a b]')
+    assert str(odd) == 'lora[bitfit.groups="a b",train.crop_scale=[0.5,1.0],train.seed="3"]' and parse_entry(str(odd)) == odd
     assert str(parse_entry("meta_adapter[meta_adapter.budget=run]")) == "meta_adapter[meta_adapter.budget=run]"
     assert parse_entry("lora") == GridEntry("lora") and parse_entry("lora").overrides == {}
     for bad, fragment in [("lora[train.lr=1", "ending in ']'"), ("lora[train.lr]", "expected key=value"),

@@ -430,7 +430,8 @@ class GridEntry:
     values (the entry's win), so the same label can appear twice in a grid with different settings:
     two sets of runs, two folders (another settings hash), two table rows named by what sets them
     apart (:func:`lowres_clip.spec.distinguishing`). Run keys and records keep the plain label.
-    :func:`parse_entry` is the one parser, ``str(entry)`` the one (canonical) writer.
+    :func:`parse_entry` is the one parser, ``str(entry)`` the one (canonical) writer: keys sorted, no
+    spaces (entries name the study's jobs, Slurm job names included).
 
     Attributes:
         label: the canonical method label.
@@ -447,22 +448,26 @@ class GridEntry:
 
     @property
     def suffix(self) -> str:
-        """``[key=value, ...]`` (``""`` without settings)."""
+        """``[key=value,...]`` (``""`` without settings)."""
         if not self.settings:
             return ""
-        return "[" + ", ".join(f"{k}={_value_text(v)}" for k, v in self.settings) + "]"
+        return "[" + ",".join(f"{k}={_value_text(v)}" for k, v in self.settings) + "]"
 
     def __str__(self) -> str:
         return self.label + self.suffix
 
 
 def _value_text(value: Any) -> str:
-    """A value as an entry writes it: strings bare when they read back as themselves, else JSON."""
+    """A value as an entry writes it, with no spaces but inside quoted strings (entries name jobs):
+    scalars bare when they read back as themselves, lists as ``[a,b]``, anything else compact JSON."""
     import json
 
-    if isinstance(value, str) and yaml.safe_load(value) == value and not set(value) & set(",[]{}="):
-        return value
-    return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_value_text(v) for v in value) + "]"
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if not isinstance(value, dict) and yaml.safe_load(text) == value and not set(text) & set(",[]{}= "):
+        return text
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _split_items(text: str) -> list[str]:

@@ -9,6 +9,8 @@ For one dataset and every (K, seed) of the profile's grid it executes, in order:
 3. one notebook per method label: ``01_zero_shot`` (``zero_shot`` and the ``linear_probe`` baseline),
    ``02_lora`` (``lora`` and every combination containing LoRA), ``03_bitfit`` (``bitfit`` and
    ``bitfit+meta_adapter``), ``04_meta_adapter``, ``06_augment_train`` (labels with ``+aug-...``);
+   a grid entry with settings of its own (``meta_adapter[meta_adapter.budget=run]``,
+   :class:`~lowres_clip.config.GridEntry`) runs its label's notebook with them, beside the plain label;
 4. ``07_failure_analysis`` for each of the grid's ``failure_pairs``;
 
 then ``08_report_tables`` once, which aggregates every finished run of the dataset over seeds
