@@ -10,10 +10,12 @@ import yaml
 from lowres_clip.config import (
     AugmentConfig,
     ConfigError,
+    GridEntry,
     RunConfig,
     available_profiles,
     build_config,
     load_profile,
+    parse_entry,
     resolve_config,
 )
 from lowres_clip.embedded import EMBEDDED_MODEL
@@ -35,8 +37,9 @@ def test_shipped_profiles_load_and_validate():
         cfg = prof.config()
         assert isinstance(cfg, RunConfig) and cfg.profile == name
         for dataset in prof.grid.datasets:  # every grid cell resolves
-            for label in prof.grid.methods:
-                assert prof.config({"dataset": dataset, "method": label}).label == label
+            for entry in prof.grid.entries():
+                cfg = prof.config({**entry.overrides, "dataset": dataset, "method": entry.label})
+                assert cfg.label == entry.label
 
 
 def test_paper_profile_is_the_full_gpu_grid_with_clip_lora_defaults():
@@ -46,6 +49,8 @@ def test_paper_profile_is_the_full_gpu_grid_with_clip_lora_defaults():
     assert prof.grid.shots == [1, 2, 4, 8, 16] and prof.grid.seeds == [1, 2, 3]
     assert prof.grid.datasets == ["eurosat", "circuits"]
     assert {"zero_shot", "linear_probe", "lora", "bitfit", "meta_adapter", "lora+bitfit+meta_adapter"} <= set(prof.grid.methods)
+    for name in ("paper", "cpu"):  # the Meta-Adapter alone under both budgets
+        assert {"meta_adapter", "meta_adapter[meta_adapter.budget=run]"} <= set(load_profile(name).grid.methods)
     assert cfg.train.iterations is None and cfg.train.iterations_per_shot == 500  # 500 x K
     assert (cfg.train.lr, cfg.train.batch_size) == (2e-4, 32)
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout) == (2, 1.0, 0.25)
@@ -126,6 +131,35 @@ def test_unknown_grid_method_is_an_error(tmp_path):
         load_profile(path)
     path = write_profile(tmp_path, {"grid": {"methods": ["lora"], "failure_pairs": [["zero_shot", "lora"]]}})
     with pytest.raises(ConfigError, match="failure_pairs"):
+        load_profile(path)
+
+
+def test_grid_entries_carry_settings_of_their_own(tmp_path):
+    """``label[key=value, ...]``: one parser, one canonical text; the settings are checked like --set."""
+    entry = parse_entry(" bitfit+lora[train.lr=0.001,  lora.params=[q, v]] ")
+    assert entry == GridEntry("lora+bitfit", (("lora.params", ["q", "v"]), ("train.lr", 1e-3)))
+    assert str(entry) == "lora+bitfit[lora.params=[q,v],train.lr=0.001]" and parse_entry(str(entry)) == entry
+    odd = parse_entry('lora[train.crop_scale=[0.5, 1.0], train.seed="3", bitfit.groups=a b]')
+    assert str(odd) == 'lora[bitfit.groups="a b",train.crop_scale=[0.5,1.0],train.seed="3"]' and parse_entry(str(odd)) == odd
+    assert str(parse_entry("meta_adapter[meta_adapter.budget=run]")) == "meta_adapter[meta_adapter.budget=run]"
+    assert parse_entry("lora") == GridEntry("lora") and parse_entry("lora").overrides == {}
+    for bad, fragment in [("lora[train.lr=1", "ending in ']'"), ("lora[train.lr]", "expected key=value"),
+                          ("lora[]", "names no setting"), ("lora[shots=4]", "axis of the grid"),
+                          ("lora[augmentation.kind=classic]", "axis of the grid"),
+                          ("lora[a=1, a=2]", "given twice"), ("lorra[train.lr=1]", "unknown method 'lorra'")]:
+        with pytest.raises(ConfigError, match=fragment):
+            parse_entry(bad)
+    grid = {"methods": ["meta_adapter", "meta_adapter[meta_adapter.budget=run]", "meta_adapter"]}
+    assert load_profile(write_profile(tmp_path, {"grid": grid})).grid.methods == grid["methods"][:2]  # deduplicated
+    path = write_profile(tmp_path, {"grid": {"methods": ["lora", "lora[lora.rnak=4]"]}})
+    with pytest.raises(ConfigError, match=r"unknown key 'grid\.methods\[1\]\.lora\.rnak'"):
+        load_profile(path)
+    path = write_profile(tmp_path, {"grid": {"methods": ["meta_adapter[meta_adapter.budget=all]"]}})
+    with pytest.raises(ConfigError, match="budget must be one of"):
+        load_profile(path)
+    path = write_profile(tmp_path, {"grid": {"methods": ["zero_shot", "lora[lora.rank=4]"],
+                                             "failure_pairs": [["zero_shot", "lora[lora.rank=4]"]]}})
+    with pytest.raises(ConfigError, match="failure_pairs.*settings of its own"):
         load_profile(path)
 
 

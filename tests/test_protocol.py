@@ -277,6 +277,12 @@ def test_meta_adapter_trains_with_its_own_protocol():
     eff = effective_train(base, "meta_adapter", meta)
     assert (eff.lr, eff.eps, eff.epochs, eff.iterations, eff.batch_size, eff.crop_scale) == (1e-4, 1e-4, 5, None, 64, (0.5, 1.0))
     assert effective_train(base, "lora+meta_adapter", meta) is base  # combinations keep the run's schedule
+    run_budget = MetaAdapterConfig(train=meta.train, budget="run")  # alone with the run's schedule, as in a combination
+    assert effective_train(base, "meta_adapter", run_budget) is base
+    assert resolve_config("cpu", {"meta_adapter.budget": "run"}, method="meta_adapter").effective_train() == \
+        resolve_config("cpu", method="lora").train
+    with pytest.raises(ConfigError, match="budget must be one of"):
+        resolve_config("cpu", {"meta_adapter.budget": "long"}, method="meta_adapter")
     assert resolve_iterations(eff, torch.arange(10).repeat(16)) == 5 * math.ceil(160 / 64)  # 5 epochs of 160 shots
     cfg = resolve_config("paper", method="meta_adapter")
     assert cfg.meta_adapter.dropout == 0.0 and cfg.effective_train().crop_scale == (0.5, 1.0)

@@ -43,6 +43,21 @@ def test_settings_hash_covers_result_settings_only(tmp_path):
     assert k1.curve_hash == base.curve_hash and k1.group_hash != base.group_hash
 
 
+def test_a_field_added_later_keeps_the_hash_of_runs_made_before_it(tmp_path):
+    """``meta_adapter.budget`` (added after the study was recorded): ``reference``, what the code did
+    before, leaves the settings (and hash) as they were; ``run`` is a new setting, a new folder; a
+    table names the run that departs from the absent value, even when it is the most common one."""
+    for method in ("meta_adapter", "lora+bitfit+meta_adapter"):
+        ref = spec(tmp_path, method=method)
+        assert "budget" not in ref.settings["meta_adapter"] and ref.config.meta_adapter.budget == "reference"
+        assert spec(tmp_path, {"meta_adapter.budget": "reference"}, method=method).config_hash == ref.config_hash
+        run = spec(tmp_path, {"meta_adapter.budget": "run"}, method=method)
+        assert run.settings["meta_adapter"]["budget"] == "run" and run.run_dir != ref.run_dir and run.key == ref.key
+    settings = [spec(tmp_path, overrides, method="meta_adapter").settings
+                for overrides in ({}, {"meta_adapter.budget": "run"}, {"meta_adapter.budget": "run"})]
+    assert distinguishing(settings) == ["", "meta_adapter.budget=run", "meta_adapter.budget=run"]
+
+
 def test_is_finished_means_finished_with_these_settings(tmp_path):
     s = spec(tmp_path, method="lora")
     assert not s.is_finished()

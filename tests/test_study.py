@@ -273,6 +273,48 @@ def test_jobs_per_method_and_seed_cut_the_grid_evenly_longest_first(roots):
         study.plan_study("smoke", "eurosat", jobs_per="cell", **roots)
 
 
+def test_a_grid_entry_with_settings_runs_beside_the_plain_label(roots, tmp_path):
+    """``meta_adapter[meta_adapter.budget=run]`` beside ``meta_adapter``: its own jobs (named with the
+    entry), notebooks that get its settings as overrides, runs under the same key in another folder,
+    a second table row named by its setting; ``results.select`` picks either; an entry whose settings
+    change nothing is an error."""
+    from lowres_clip import results
+    from lowres_clip.runs import load_records
+
+    raw = yaml.safe_load((study.PROFILES_DIR / "smoke.yaml").read_text())
+    raw["grid"] = {"datasets": ["eurosat"], "shots": [1], "seeds": [1, 2],
+                   "methods": ["meta_adapter", "meta_adapter[meta_adapter.budget=run]"]}
+    profile = tmp_path / "entries.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+    ex = FakeExecutor(roots["runs_root"])
+    result = study.run_study(profile, "eurosat", executor=ex, progress=False, jobs_per="method-seed",
+                             overrides={"train.lr": 0.5}, **roots)
+    m = "eurosat/tiny-vit-random/meta_adapter"
+    assert result.ok and ex.calls == ["eurosat/data/s1", "eurosat/data/s2", f"{m}/s1",
+                                      f"{m}[meta_adapter.budget=run]/s1", f"{m}/s2",
+                                      f"{m}[meta_adapter.budget=run]/s2", "eurosat/report"]
+    jobs = study.plan_study(profile, "eurosat", methods=["meta_adapter[meta_adapter.budget=run]"],
+                            overrides={"train.lr": 0.5}, **roots)
+    run_job = next(j for j in jobs if j.specs)
+    assert run_job.parameters["method"] == "meta_adapter"
+    assert run_job.parameters["overrides"] == {"train.lr": 0.5, "meta_adapter.budget": "run"}
+    assert all(s.config.meta_adapter.budget == "run" and s.config.train.lr == 0.5 for s in run_job.specs)
+    plain = smoke_spec(roots, {"train.lr": 0.5}, method="meta_adapter", shots=1, seed=1)
+    assert plain.is_finished() and run_job.specs[0].key == plain.key and run_job.specs[0].id != plain.id
+    table = pipeline.report_tables(plain).table
+    assert sorted(table["row"]) == ["meta_adapter", "meta_adapter (meta_adapter.budget=run)"]
+    records = load_records(roots["runs_root"], "eurosat")
+    assert len(results.select(records, ["meta_adapter"])) == 4
+    chosen = results.select(records, ["meta_adapter[meta_adapter.budget=run]"])
+    assert len(chosen) == 2 and all(r.config["meta_adapter"]["budget"] == "run" for r in chosen)
+    assert len(results.select(records, ["meta_adapter[meta_adapter.budget=reference]"])) == 2
+
+    raw["grid"]["methods"] = ["meta_adapter", "meta_adapter[lora.rank=4]"]  # lora is not part of meta_adapter
+    profile.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="make the same runs"):
+        study.plan_study(profile, "eurosat", **roots)
+
+
 def test_a_failed_run_is_reported_and_the_others_go_on(roots):
     specs = {m: smoke_spec(roots, method=m, shots=1, seed=1) for m in ("zero_shot", "lora")}
     keys = {m: s.id for m, s in specs.items()}

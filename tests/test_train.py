@@ -156,6 +156,72 @@ def test_training_raises_accuracy(bundle, data, method, lr, extra):
     assert [h["step"] for h in result.history] == [0, 10, 20, 30]
 
 
+# The reference protocol of the Meta-Adapter alone (the profiles' meta_adapter.train) and the run's budget
+REFERENCE = {"lr": 1e-4, "eps": 1e-4, "min_lr": 0.0, "epochs": 5, "batch_size": 64, "crop_scale": (0.5, 1.0)}
+
+
+@pytest.mark.parametrize("method, meta", [
+    ("lora", None),
+    ("bitfit", None),
+    ("meta_adapter", MetaAdapterConfig(train=REFERENCE, budget="reference")),
+    ("meta_adapter", MetaAdapterConfig(train=REFERENCE, budget="run")),
+    ("lora+bitfit+meta_adapter", MetaAdapterConfig(train=REFERENCE)),
+], ids=["lora", "bitfit", "meta_adapter-reference", "meta_adapter-run", "lora+bitfit+meta_adapter"])
+def test_every_trained_parameter_group_moves(bundle, data, method, meta):
+    """A few steps move every group of trained parameters (no weight decay, so only gradients move
+    them); the record of the movement names each group, its size and how far it went."""
+    adapted = build_adapted(bundle, NAMES, TEMPLATES, method, meta_cfg=meta, support=data["support"])
+    result = train(adapted, data["train"], data["val"], _cfg(iterations=5, eval_every=5, weight_decay=0.0))
+    groups = {adapted.parameter_group(n) for n in adapted.trainable_parameters()}
+    assert set(result.movement) == groups and result.unmoved == []
+    assert sum(m["params"] for m in result.movement.values()) == result.parameter_counts["total"]
+    moved = {g: result.moved_by(g) for g in groups}
+    print(f"\n{method} ({meta.budget if meta else '-'}): {result.steps} steps, least moved "
+          + ", ".join(f"{g} {v:.2e}" for g, v in sorted(moved.items(), key=lambda kv: kv[1])[:3]))
+    assert min(moved.values()) > 1e-4, moved
+    if "lora" in method:
+        assert result.movement["lora.vision.q_proj.B"]["relative"] is None  # B starts at 0: absolute change
+    if "meta_adapter" in method:
+        assert {"meta_adapter.q_proj.weight", "meta_adapter.k_proj.weight", "meta_adapter.gate.weight",
+                "meta_adapter.gate.bias"} <= groups
+    record = result.to_dict()
+    assert record["movement"] == result.movement and record["unmoved"] == []
+
+
+def test_meta_adapter_run_budget_moves_it_far_more_than_the_reference(bundle, data):
+    """The reference budget (lr 1e-4, 5 epochs) barely moves the Meta-Adapter; the run's budget
+    (here lr 1e-2) trains it: both runs on the same data, same seed."""
+    moved = {}
+    for budget in ("reference", "run"):
+        adapted = build_adapted(bundle, NAMES, TEMPLATES, "meta_adapter", support=data["support"],
+                                meta_cfg=MetaAdapterConfig(train=REFERENCE, budget=budget))
+        result = train(adapted, data["train"], data["val"], _cfg(iterations=5, eval_every=5))
+        assert set(result.overrides) == (set() if budget == "run" else {*REFERENCE, "iterations"})
+        moved[budget] = result.moved_by("meta_adapter.q_proj.weight")
+    assert moved["run"] > 10 * moved["reference"], moved
+
+
+@pytest.mark.parametrize("freeze", ["tiny_lr", "no_step"])
+def test_a_frozen_optimizer_is_reported_as_not_moved(bundle, data, monkeypatch, freeze):
+    """The measure itself can fail: parameters an optimizer does not move are reported as unmoved."""
+    if freeze == "no_step":
+        monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: None)
+    adapted = build_adapted(bundle, NAMES, TEMPLATES, "lora+bitfit+meta_adapter", support=data["support"])
+    lr = 1e-12 if freeze == "tiny_lr" else 1e-2
+    result = train(adapted, data["train"], data["val"], _cfg(iterations=3, eval_every=3, lr=lr, min_lr=0.0))
+    assert result.steps == 3 and result.movement
+    assert result.unmoved == sorted(result.movement) == result.unmoved_groups()
+    assert all(m["change_norm"] < 1e-9 for m in result.movement.values())
+
+
+def test_parameter_movement_norms_per_group():
+    initial = {"a.x": torch.tensor([3.0, 0.0]), "a.y": torch.tensor([4.0]), "b": torch.zeros(2)}
+    final = {"a.x": torch.tensor([3.0, 1.0]), "a.y": torch.tensor([4.0]), "b": torch.tensor([0.0, 2.0])}
+    out = train_mod.parameter_movement(initial, final, lambda n: n.split(".")[0])
+    assert out["a"] == {"tensors": 2, "params": 3, "initial_norm": 5.0, "change_norm": 1.0, "relative": 0.2}
+    assert out["b"] == {"tensors": 1, "params": 2, "initial_norm": 0.0, "change_norm": 2.0, "relative": None}
+
+
 def test_long_tailed_training_with_balanced_loss(bundle):
     """Uneven shots (4, 3, 2, 1): iterations default to 500 x K with K the head count, Meta-Adapter
     packs an uneven support; class-balanced loss and logit adjustment run end to end."""

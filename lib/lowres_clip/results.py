@@ -349,13 +349,26 @@ def reproduce(records, workdir: Path | None = None, log=print) -> list[Reproduct
 
 def select(records, methods: Sequence[str] | None = None, shots: Sequence[int] | None = None,
            seeds: Sequence[int] | None = None):
-    """Records of the given method labels, K and seeds (all when ``None``)."""
-    from .registry import canonical
+    """Records of the given method labels or grid entries, K and seeds (all when ``None``).
 
-    wanted = {canonical(m) for m in methods} if methods else None
+    A plain label selects every record of that label; an entry with settings of its own
+    (``meta_adapter[meta_adapter.budget=run]``) only the records whose config holds them (a key a
+    record's config lacks reads as the current default: fields added later default to what the
+    code did before them)."""
+    from .config import RunConfig, parse_entry
+    from .spec import flatten
+
+    entries = [parse_entry(m) for m in methods] if methods else None
+    defaults = flatten(RunConfig().to_dict())
+
+    def chosen(r) -> bool:
+        if entries is None:
+            return True
+        config = {**defaults, **flatten(r.config)}
+        return any(r.identity["method"] == e.label and all(config.get(k) == v for k, v in e.settings) for e in entries)
+
     return [r for r in records
-            if (wanted is None or r.identity["method"] in wanted)
-            and (shots is None or r.identity["shots"] in shots) and (seeds is None or r.identity["seed"] in seeds)]
+            if chosen(r) and (shots is None or r.identity["shots"] in shots) and (seeds is None or r.identity["seed"] in seeds)]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -51,6 +51,19 @@ def runtime_field(default: Any, doc: str = "") -> Any:
     return field(default=default, metadata={"runtime": True, "doc": doc})
 
 
+def added_field(default: Any, absent_means: Any, doc: str = "") -> Any:
+    """A result-affecting config field added after runs were recorded without it.
+
+    ``absent_means`` is the value that reproduces what the code did before the field existed. A run
+    whose field holds that value leaves the field out of its settings
+    (:func:`lowres_clip.spec.result_settings`), so the settings hash of every run recorded before the
+    field existed stays the same; any other value is a setting like the others (a new hash, a new
+    folder). Tables read a setting absent from a run's settings as this value
+    (:func:`lowres_clip.spec.distinguishing`).
+    """
+    return field(default=default, metadata={"absent_means": absent_means, "doc": doc})
+
+
 # ----------------------------------------------------------------------------- LoRA
 LORA_PARAMS = ("q", "k", "v", "o")
 POSITIONS = ("all", "bottom", "mid", "up", "half-bottom", "half-up")
@@ -147,6 +160,9 @@ class BitFitConfig:
 
 
 # ----------------------------------------------------------------------------- Meta-Adapter
+META_BUDGETS = ("reference", "run")
+
+
 @dataclass
 class MetaAdapterConfig:
     """Meta-Adapter options.
@@ -163,9 +179,15 @@ class MetaAdapterConfig:
         gate_bias_init: initial gate bias (paper: 1, i.e. ``sigmoid(1) ~ 0.73``).
         train: overrides of the training loop (:class:`TrainConfig` fields, e.g. ``lr``, ``epochs``,
             ``batch_size``, ``crop_scale``, ``eps``) used when the Meta-Adapter is the only trained
-            part of a method; combinations (``lora+meta_adapter``...) train with the run's ``train``
-            settings. Setting ``epochs`` without ``iterations`` clears ``iterations``. See
-            :func:`effective_train`.
+            part of a method and ``budget`` is ``reference``; combinations (``lora+meta_adapter``...)
+            train with the run's ``train`` settings. Setting ``epochs`` without ``iterations``
+            clears ``iterations``. See :func:`effective_train`.
+        budget: the training budget of the Meta-Adapter alone. ``reference`` (default; what the code
+            did before this field existed): the run's ``train`` updated by ``train`` above (the
+            profiles put the reference repository's protocol there: lr 1e-4, 5 epochs of batch 64,
+            cosine to 0, whose sum of learning rates over its steps is small: see README,
+            "Protocols"). ``run``: the run's ``train`` settings unchanged, i.e. the budget the
+            Meta-Adapter gets inside a combination. No effect on combinations.
     """
 
     dropout: float = 0.0
@@ -174,8 +196,12 @@ class MetaAdapterConfig:
     episode_shots: int | None = None
     gate_bias_init: float = 1.0
     train: dict[str, Any] = field(default_factory=dict)
+    budget: str = added_field("reference", absent_means="reference",
+                              doc="reference: alone, train with the overrides in train; run: the run's train")
 
     def validate(self) -> None:
+        if self.budget not in META_BUDGETS:
+            raise AdaptationError(f"Meta-Adapter budget must be one of {META_BUDGETS}, got {self.budget!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise AdaptationError(f"Meta-Adapter dropout must be in [0, 1), got {self.dropout!r}.")
         if self.num_heads <= 0:
@@ -404,11 +430,13 @@ class TrainConfig:
 def effective_train(train: TrainConfig, method: str, meta: MetaAdapterConfig | None) -> TrainConfig:
     """The training-loop settings a method actually uses.
 
-    ``train`` itself, except for the Meta-Adapter alone (``method == "meta_adapter"``), which
-    trains with ``train`` updated by ``meta.train`` (its reference protocol); ``epochs`` given
-    there without ``iterations`` clears ``iterations``. The result is validated.
+    ``train`` itself, except for the Meta-Adapter alone (``method == "meta_adapter"``) with
+    ``meta.budget == "reference"``, which trains with ``train`` updated by ``meta.train`` (its
+    reference protocol); ``epochs`` given there without ``iterations`` clears ``iterations``. With
+    ``meta.budget == "run"`` the Meta-Adapter alone trains with ``train``, as in a combination.
+    The result is validated.
     """
-    if method != "meta_adapter" or meta is None or not meta.train:
+    if method != "meta_adapter" or meta is None or meta.budget == "run" or not meta.train:
         return train
     overrides = dict(meta.train)
     if "epochs" in overrides and "iterations" not in overrides:

@@ -79,11 +79,16 @@ def short_hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
+_ABSENT = object()
+
+
 def _settings_of(obj: Any) -> Any:
-    """A dataclass as a JSON-able dict without its ``runtime`` fields (recursively)."""
+    """A dataclass as a JSON-able dict without its ``runtime`` fields, nor the fields added later
+    that hold the value they had before they existed (:func:`lowres_clip.settings.added_field`),
+    recursively."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _settings_of(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not f.metadata.get("runtime")}
+                if not f.metadata.get("runtime") and getattr(obj, f.name) != f.metadata.get("absent_means", _ABSENT)}
     if isinstance(obj, Mapping):
         return {str(k): _settings_of(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -138,16 +143,18 @@ def distinguishing(settings: list[Mapping[str, Any]], ignore: tuple[str, ...] = 
 
     For each flattened setting that differs between the runs (``ignore`` excepted), the value most
     runs share is the reference; a run's text lists the settings where it departs from it, so the
-    common (default) run gets ``""``.
+    common (default) run gets ``""``. A setting absent from some runs' settings (a field added later,
+    holding the value that reproduces the code before it: :func:`lowres_clip.settings.added_field`)
+    has that absent value as its reference, however many runs share it.
     """
     flat = [_without(s, ignore) for s in settings]
     keys = sorted({k for f in flat for k in f})
     texts: list[list[str]] = [[] for _ in flat]
     for k in keys:
-        values = [json.dumps(f.get(k), sort_keys=True, default=str) for f in flat]
+        values = [json.dumps(f.get(k), sort_keys=True, default=str) if k in f else "" for f in flat]
         if len(set(values)) < 2:
             continue
-        reference = max(dict.fromkeys(values), key=values.count)  # most common; ties: first seen
+        reference = "" if "" in values else max(dict.fromkeys(values), key=values.count)  # most common; ties: first seen
         for text, f, v in zip(texts, flat, values):
             if v != reference:
                 text.append(f"{k}={f.get(k, '-')}")

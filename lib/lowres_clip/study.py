@@ -9,6 +9,8 @@ For one dataset and every (K, seed) of the profile's grid it executes, in order:
 3. one notebook per method label: ``01_zero_shot`` (``zero_shot`` and the ``linear_probe`` baseline),
    ``02_lora`` (``lora`` and every combination containing LoRA), ``03_bitfit`` (``bitfit`` and
    ``bitfit+meta_adapter``), ``04_meta_adapter``, ``06_augment_train`` (labels with ``+aug-...``);
+   a grid entry with settings of its own (``meta_adapter[meta_adapter.budget=run]``,
+   :class:`~lowres_clip.config.GridEntry`) runs its label's notebook with them, beside the plain label;
 4. ``07_failure_analysis`` for each of the grid's ``failure_pairs``;
 
 then ``08_report_tables`` once, which aggregates every finished run of the dataset over seeds
@@ -53,7 +55,7 @@ import yaml
 
 from . import interrupt, preflight
 from . import registry
-from .config import PROFILES_DIR, ConfigError, Profile, RunConfig, load_profile, resolve_config
+from .config import PROFILES_DIR, ConfigError, GridEntry, Profile, RunConfig, load_profile, parse_entry, resolve_config
 from .jobs import (  # noqa: F401 (re-exported: the study's names)
     KERNEL_NAME,
     NB_AUG_GENERATE,
@@ -83,8 +85,8 @@ RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
 def notebook_for(label: str) -> str:
-    """The notebook that runs a method label (see the module docstring)."""
-    return registry.parse_label(label).notebook
+    """The notebook that runs a method label or grid entry (see the module docstring)."""
+    return registry.parse_label(parse_entry(label).label).notebook
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -139,7 +141,10 @@ def plan_study(
 ) -> list[Job]:
     """Every notebook execution of the study for ``dataset``, validated (nothing runs).
 
-    ``methods`` / ``shots`` / ``seeds`` restrict the profile's grid (they must be part of it).
+    ``methods`` / ``shots`` / ``seeds`` restrict the profile's grid (they must be part of it; a
+    method is a grid entry, e.g. ``meta_adapter[meta_adapter.budget=run]``: :class:`~lowres_clip.config.GridEntry`).
+    An entry with settings of its own runs with them on top of ``overrides`` (its notebooks get
+    both in their ``overrides`` parameter) and its jobs are named with its ``[...]`` suffix.
     ``jobs_per`` (:data:`JOBS_PER`) sets how the grid is cut into notebook executions:
     ``method``: one per method over its slice of the grid (every K and seed; one kernel start
     instead of one per run), with one data / augmentation notebook for the whole grid;
@@ -156,7 +161,8 @@ def plan_study(
     prof = load_profile(profile)
     grid = prof.grid
     preflight.check_dataset_name(dataset)  # grid.datasets are defaults: any dataset runs with the profile
-    labels = _subset("methods", [registry.canonical(m) for m in methods] if methods else None, grid.methods)
+    labels = _subset("methods", [str(parse_entry(m)) for m in methods] if methods else None, grid.methods)
+    entries = {text: parse_entry(text) for text in labels}
     shot_list = _subset("shots", shots, grid.shots)
     seed_list = _subset("seeds", seeds, grid.seeds)
     roots = {"data_root": _str(data_root), "runs_root": _str(runs_root), "figures_root": _str(figures_root),
@@ -168,13 +174,15 @@ def plan_study(
     if jobs_per not in JOBS_PER:
         raise ConfigError(f"jobs_per (--jobs-per) must be one of {list(JOBS_PER)}, got {jobs_per!r}.")
     cells = [(k, s) for k in shot_list for s in seed_list]
-    specs = {(label, k, s): RunSpec(_resolve(prof, {**common, "shots": k, "seed": s}, {"method": label}))
+    specs = {(label, k, s): RunSpec(_resolve(prof, {**_entry_params(common, entries[label]), "shots": k, "seed": s},
+                                             {"method": entries[label].label}))
              for label in labels for k, s in cells}
+    _check_distinct(labels, specs, cells[0])
     groups = {"method": [cells], "method-seed": [[(k, s) for k in shot_list] for s in seed_list],
               "run": [[c] for c in cells]}[jobs_per]
     jobs: list[Job] = []
     for group in groups:
-        jobs += _cell_jobs(base, common, labels, group, specs, out_root, jobs_per)
+        jobs += _cell_jobs(base, common, entries, group, specs, out_root, jobs_per)
     jobs.sort(key=_plan_rank)  # stable: data, then generation, then runs longest first, each in grid order
     for baseline, adapted in grid.failure_pairs:
         if baseline not in labels or adapted not in labels:
@@ -212,16 +220,37 @@ def _plan_rank(job: Job) -> int:
     return 0 if job.notebook == NB_DATA else 1
 
 
-def _run_job_name(spec: RunSpec, jobs_per: str) -> str:
+def _run_job_name(spec: RunSpec, jobs_per: str, suffix: str = "") -> str:
     """The job that makes a run: ``{dataset}/{model}-{weights}/{label}`` per method (``/s{seed}``
-    per method and seed), else the run id."""
-    return {"method": spec.method_key, "method-seed": f"{spec.method_key}/s{spec.config.seed}"}.get(jobs_per, spec.id)
+    per method and seed), else the run id; ``suffix``: the grid entry's ``[...]`` settings."""
+    key = spec.method_key + suffix
+    return {"method": key, "method-seed": f"{key}/s{spec.config.seed}"}.get(jobs_per, spec.id)
 
 
-def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cells: Sequence[tuple[int, int]],
+def _entry_params(common: dict[str, Any], entry: GridEntry) -> dict[str, Any]:
+    """The notebook parameters of a grid entry: ``common`` with the entry's settings added to (and
+    winning over) the study's overrides."""
+    if not entry.settings:
+        return common
+    return {**common, "overrides": {**(common.get("overrides") or {}), **entry.overrides}}
+
+
+def _check_distinct(labels: Sequence[str], specs: Mapping[tuple[str, int, int], RunSpec], cell: tuple[int, int]) -> None:
+    """Raise :class:`ConfigError` when two grid entries make the same runs (equal settings)."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        spec = specs[(label, *cell)]
+        if spec.config_hash in seen:
+            raise ConfigError(f"grid.methods: {label!r} and {seen[spec.config_hash]!r} make the same runs (their "
+                              "settings are equal: an entry's own settings must change its method's settings).")
+        seen[spec.config_hash] = label
+
+
+def _cell_jobs(base: RunSpec, common: dict[str, Any], entries: Mapping[str, GridEntry], cells: Sequence[tuple[int, int]],
                specs: Mapping[tuple[str, int, int], RunSpec], out_root: Path, jobs_per: str) -> list[Job]:
     """The data, augmentation and method jobs of a group of (K, seed) cells: the whole K x seed grid,
     one seed's K, or one cell (``jobs_per``; the notebooks get lists of K and seeds unless ``run``)."""
+    labels = list(entries)
     ks, ss = sorted({k for k, _ in cells}), sorted({s for _, s in cells})
     one = jobs_per == "run"
     params = {**common, "shots": ks[0] if one else ks, "seed": ss[0] if one else ss}
@@ -232,21 +261,22 @@ def _cell_jobs(base: RunSpec, common: dict[str, Any], labels: Sequence[str], cel
                    needed_by=[specs[(label, *c)] for label in labels for c in cells])
     gen_jobs: dict[str, Job] = {}
     run_jobs: list[Job] = []
-    for label in labels:
+    for label, entry in entries.items():
         mine = [specs[(label, *c)] for c in cells]
         first = mine[0]
         depends = [data_job.name]
-        if first.label.augmented:  # one generation per generator and use, for the first label that needs it
-            gen = first.label.aug_suffix.replace("aug-", "augment-", 1)
+        mine_params = {**_entry_params(params, entry), "method": entry.label}
+        if first.label.augmented:  # one generation per generator, use and entry settings, for the first label that needs it
+            gen = first.label.aug_suffix.replace("aug-", "augment-", 1) + entry.suffix
             if gen not in gen_jobs:
-                gen_jobs[gen] = Job(f"{ds}/{gen}/{tag}", NB_AUG_GENERATE, {**params, "method": label},
+                gen_jobs[gen] = Job(f"{ds}/{gen}/{tag}", NB_AUG_GENERATE, mine_params,
                                     out_root / ds / gen / tag / NB_AUG_GENERATE, depends=[data_job.name])
             gen_jobs[gen].needed_by.extend(mine)
             depends.append(gen_jobs[gen].name)
         nb = first.label.notebook
-        name = _run_job_name(first, jobs_per)
+        name = _run_job_name(first, jobs_per, entry.suffix)
         output = first.notebook_path(out_root, nb) if one else out_root / name / nb
-        run_jobs.append(Job(name, nb, {**params, "method": label}, output, specs=mine, depends=depends))
+        run_jobs.append(Job(name, nb, mine_params, output, specs=mine, depends=depends))
     return [data_job, *gen_jobs.values(), *run_jobs]
 
 

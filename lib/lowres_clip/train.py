@@ -14,7 +14,12 @@ parameters are scored on ``val_set`` every ``eval_every`` steps (and before the 
 after the last) for the history; with ``best_val``, ``patience`` validations without a strict
 improvement stop early. With a Meta-Adapter on a trained image tower, the support features are
 re-encoded at every validation and at the end. The Meta-Adapter alone trains with its own
-protocol (``MetaAdapterConfig.train``, :func:`lowres_clip.settings.effective_train`).
+protocol (``MetaAdapterConfig.train``) under ``MetaAdapterConfig.budget == "reference"``, with the
+run's settings under ``"run"`` (:func:`lowres_clip.settings.effective_train`).
+
+Every result says how far each group of trained parameters moved from its initial values
+(:func:`parameter_movement`: norm of the change, relative to the initial norm), for the parameters
+the selection rule kept, and names the groups that did not move.
 
 Optional, off by default: class-balanced loss weights (Cui et al., 2019, effective number
 ``(1 - beta^n) / (1 - beta)``) and the logit-adjusted loss (Menon et al., 2021,
@@ -70,6 +75,9 @@ from .numerics import precision_name
 from .utils import AdaptationError, autocast, resolve_precision, seed_everything
 
 CHECKPOINT_FORMAT = "lowres_clip.trained/1"
+MOVED_THRESHOLD = 1e-6
+"""A parameter group whose change is at most this (relative to its initial norm; absolute for groups
+that start at zero) counts as not moved (:meth:`TrainResult.unmoved`)."""
 
 
 class CheckpointMismatchError(AdaptationError):
@@ -97,6 +105,9 @@ class TrainResult:
         augmentation: the augmentation protocol used (:class:`lowres_clip.settings.AugmentProtocol`
             values plus what was actually fed: preserving items, pairing, breaking strengths);
             empty without generated images.
+        movement: how far the kept parameters are from the initial ones, per parameter group
+            (:meth:`lowres_clip.methods.AdaptedCLIP.parameter_group`; :func:`parameter_movement`).
+        unmoved: the groups that did not move (:data:`MOVED_THRESHOLD`; :meth:`unmoved_groups`).
         seconds: wall time.
     """
 
@@ -113,10 +124,44 @@ class TrainResult:
     precision: str = "fp32"
     overrides: dict[str, Any] = field(default_factory=dict)
     augmentation: dict[str, Any] = field(default_factory=dict)
+    movement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unmoved: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+    def moved_by(self, group: str) -> float:
+        """The change of a group: relative to its initial norm, or absolute when it started at zero."""
+        m = self.movement[group]
+        return m["change_norm"] if m["relative"] is None else m["relative"]
+
+    def unmoved_groups(self, threshold: float = MOVED_THRESHOLD) -> list[str]:
+        """The groups whose change (:meth:`moved_by`) is at most ``threshold``."""
+        return [g for g in self.movement if self.moved_by(g) <= threshold]
+
+
+def parameter_movement(initial: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
+                       group_of: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """How far parameters moved, per group: ``{group: {"tensors", "params", "initial_norm",
+    "change_norm", "relative"}}`` with the L2 norms taken over all of a group's tensors together
+    (in float64) and ``relative = ||theta_final - theta_0|| / ||theta_0||`` (``None`` for a group
+    whose initial norm is 0, such as LoRA's B: its ``change_norm`` says how far it moved)."""
+    sums: dict[str, dict[str, float]] = {}
+    for name in sorted(initial):
+        t0, t1 = initial[name].detach().double().cpu(), final[name].detach().double().cpu()
+        d = sums.setdefault(group_of(name), {"tensors": 0, "params": 0, "initial": 0.0, "change": 0.0})
+        d["tensors"] += 1
+        d["params"] += t0.numel()
+        d["initial"] += float(t0.pow(2).sum())
+        d["change"] += float((t1 - t0).pow(2).sum())
+    out = {}
+    for group in sorted(sums):
+        d = sums[group]
+        norm0, change = math.sqrt(d["initial"]), math.sqrt(d["change"])
+        out[group] = {"tensors": int(d["tensors"]), "params": int(d["params"]), "initial_norm": norm0,
+                      "change_norm": change, "relative": change / norm0 if norm0 > 0 else None}
+    return out
 
 
 def select_checkpoint(history: list[dict[str, float]], rule: str) -> tuple[int, str]:
@@ -460,6 +505,8 @@ def train(
     if result.selected_step != result.steps:
         adapted.load_trainable_state(states[result.selected_step])
     result.selected_val = next(h["val"] for h in result.history if h["step"] == result.selected_step)
+    result.movement = parameter_movement(states[0], adapted.trainable_state(), adapted.parameter_group)
+    result.unmoved = result.unmoved_groups()
     adapted.eval()
     result.seconds = time.time() - start
     return result

@@ -34,7 +34,7 @@ from ..features import encode_text_classifier
 from .. import registry
 from ..settings import ConfigError
 from ..utils import AdaptationError, count_parameters, tower_of
-from .bitfit import BitFitConfig, apply_bitfit
+from .bitfit import BitFitConfig, apply_bitfit, bias_group
 from .lora import LoraConfig, apply_lora, set_lora_dropout_mode
 from .meta_adapter import MetaAdapter, MetaAdapterConfig, PackedSupport, episode_mask, pack_support
 from .zero_shot import LOGIT_SCALE, cosine_logits
@@ -197,6 +197,24 @@ class AdaptedCLIP(nn.Module):
         counts["total"] = sum(counts.values())
         counts["base_model"] = count_parameters(self.model, trainable_only=False) - counts["lora"]
         return counts
+
+    def parameter_group(self, name: str) -> str:
+        """A readable group of the trained parameter ``name`` (what training reports movement for).
+
+        ``lora.{tower}.{site}.{A|B}`` for LoRA matrices (``lora.vision.q_proj.A``),
+        ``bitfit.{tower}.{group}`` for biases (``bitfit.text.norm``; the groups of
+        :func:`~lowres_clip.methods.bitfit.bias_group`), and the parameter's own name for the
+        Meta-Adapter (``meta_adapter.q_proj.weight``, ``meta_adapter.k_proj.weight``,
+        ``meta_adapter.gate.weight``, ``meta_adapter.gate.bias``; its values are not projected).
+        """
+        if name.startswith("meta_adapter."):
+            return name
+        inner = name.removeprefix("model.")
+        tower = tower_of(inner) or "other"
+        if "lora_" in inner:
+            owner, _, tail = inner.partition(".lora_")
+            return f"lora.{tower}.{owner.rpartition('.')[2]}.{tail[:1]}"
+        return f"bitfit.{tower}.{bias_group(self.model, inner)}"
 
     def config(self) -> dict[str, Any]:
         """JSON-able description of the method and its configuration (stored in checkpoints)."""

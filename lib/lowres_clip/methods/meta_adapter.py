@@ -29,8 +29,9 @@ filter, so it trains on K shots of *all* classes, as this module does; it differ
 support (its cache keys, averaged over 10 random augmentations) from a separate K-shot sample of
 the validation split and in replacing, after each step, the oldest support feature of a class by
 each training query's feature. The run's training protocol for the Meta-Adapter alone is
-``MetaAdapterConfig.train`` (the ``paper`` profile: the reference's lr 1e-4, AdamW eps 1e-4,
-5 epochs of batch 64, crops of scale 0.5-1, no dropout).
+``MetaAdapterConfig.train`` under ``budget: reference`` (the profiles: the reference's lr 1e-4, AdamW
+eps 1e-4, 5 epochs of batch 64, crops of scale 0.5-1, no dropout), the run's ``train`` settings under
+``budget: run`` (as in combinations); see :func:`lowres_clip.settings.effective_train`.
 """
 
 from __future__ import annotations
