@@ -218,3 +218,17 @@ def test_real_eurosat_sampler_deterministic_across_runs(shared_data, tmp_path):
     b = few_shot(ds, 16, seed=1)
     assert a.train == b.train and len(a.train) == 160 and len(a.val) == 40
     assert a.report == []
+
+
+def test_the_sampler_is_part_of_a_runs_settings(monkeypatch, tmp_path):
+    """Runs made with other shots for the same seed are other runs: a record made by another sampler
+    is neither reused nor taken for the current code's (``results.stale_records``)."""
+    from lowres_clip import spec as spec_module
+
+    roots = {"runs_root": str(tmp_path / "runs"), "figures_root": str(tmp_path / "figures")}
+    now = spec_module.resolve_run("smoke", None, method="lora", **roots)
+    now_sampler, now_hash, now_dir = now.settings["sampler"], now.config_hash, now.run_dir
+    monkeypatch.setattr(spec_module, "SAMPLER", "coop/1")
+    before = spec_module.resolve_run("smoke", None, method="lora", **roots)
+    assert now_sampler == SAMPLER and before.settings["sampler"] == "coop/1"
+    assert before.config_hash != now_hash and before.run_dir != now_dir
