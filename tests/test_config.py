@@ -63,7 +63,7 @@ def test_cpu_and_smoke_profiles():
     assert cpu.grid.failure_cells == [[16, 1]] and cpu.cluster == {"executor": "local", "workers": 2}
     smoke = load_profile("smoke").config()
     assert (smoke.model, smoke.weights, smoke.smoke) == ("tiny-vit", "random", True)
-    assert smoke.train.iterations <= 10
+    assert smoke.train.iterations <= 16  # tiny, but enough steps to change predictions (test_notebooks pins them)
 
 
 def test_parameters_override_profile_values():
