@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic datasets laid out exactly like the real ones, and the real-data root."""
+"""Shared fixtures: synthetic datasets laid out exactly like the real ones, and the real-data root;
+the hooks of :mod:`ci_skips` (with ``$CI`` set, a skipped test fails)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks: a skip in CI fails)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
