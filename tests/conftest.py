@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic datasets laid out exactly like the real ones, and the real-data root."""
+"""Shared fixtures: synthetic datasets laid out exactly like the real ones, and the real-data root;
+the hooks of :mod:`ci_skips` (with ``$CI`` set, a skipped test fails)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import ci_skips
+
+# hooks: with $CI set, a skipped test fails (tests/ci_skips.py)
+pytest_runtest_makereport = ci_skips.pytest_runtest_makereport
+pytest_make_collect_report = ci_skips.pytest_make_collect_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

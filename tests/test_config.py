@@ -60,7 +60,7 @@ def test_cpu_and_smoke_profiles():
     cpu = load_profile("cpu")
     cfg = cpu.config()
     assert (cfg.model, cfg.weights, cfg.dataset, cfg.shots, cfg.seed) == (EMBEDDED_MODEL, "embedded", "eurosat", 16, 1)
-    assert cfg.train.precision == "auto"
+    assert cfg.train.precision == "fp32"  # the same arithmetic on every host (bf16 exists natively on some CPUs only)
     assert cfg.test_subset is None and cfg.image_size == 128  # full CoOp test split, 128 px on a CPU
     assert load_profile("paper").config().test_subset is None and load_profile("paper").config().image_size is None
     assert cpu.grid.shots == [1, 2, 4, 8, 16] and cpu.grid.seeds == [1, 2, 3]  # the shots curve over 3 seeds
@@ -68,7 +68,7 @@ def test_cpu_and_smoke_profiles():
     assert cpu.grid.failure_cells == [[16, 1]] and cpu.cluster == {"executor": "local", "workers": 2}
     smoke = load_profile("smoke").config()
     assert (smoke.model, smoke.weights, smoke.smoke) == ("tiny-vit", "random", True)
-    assert smoke.train.iterations <= 10
+    assert smoke.train.iterations <= 16  # tiny, but enough steps to change predictions (test_notebooks pins them)
 
 
 def test_parameters_override_profile_values():

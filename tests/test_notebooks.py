@@ -5,6 +5,7 @@ figures and result files."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import papermill
 import pytest
 
 from lowres_clip import pipeline, study
+from lowres_clip.runs import Predictions
 from lowres_clip.spec import resolve_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -131,19 +134,26 @@ def test_no_logic_only_in_notebooks():
 
 
 # ----------------------------------------------------------------------------- execution
+COMBINED = "lora+bitfit+meta_adapter"
+COMBINED_RUN = f"02_lora[{COMBINED}]"  # notebook 02 run a second time, for the combined method
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Run 00..08 in order with the smoke profile into fresh roots; returns roots, outputs and errors."""
+    """Run 00..08 in order with the smoke profile into fresh roots (and 02 a second time for the
+    combined method, before the report); returns roots, outputs and errors."""
     base = tmp_path_factory.mktemp("notebooks")
     roots = {"runs_root": str(base / "runs"), "figures_root": str(base / "figures"), "cache_root": str(base / "cache")}
-    extra = {"07_failure_analysis": {"k": 4}}
+    extra = {"07_failure_analysis": {"k": 4}, COMBINED_RUN: {"method": COMBINED}}
+    plan = [(name, name) for name in NAMES]
+    plan.insert(NAMES.index("02_lora") + 1, (COMBINED_RUN, "02_lora"))
     outputs, errors, seconds = {}, {}, {}
-    for name in NAMES:
+    for name, notebook in plan:
         out = base / "executed" / f"{name}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         try:
-            papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
+            papermill.execute_notebook(str(NOTEBOOKS / f"{notebook}.ipynb"), str(out),
                                        parameters={"profile": "smoke", **roots, **extra.get(name, {})},
                                        kernel_name=study.KERNEL_NAME, progress_bar=False, cwd=str(NOTEBOOKS))
         except Exception as exc:  # reported by the test of that notebook
@@ -217,20 +227,68 @@ def test_notebook_executes_with_smoke_parameters(executed, name):
     assert has_image(path), f"{name} shows its figures inline"
 
 
-# Metrics of the smoke study (tiny-vit, random weights, generated data, K=2, seed 1), pinned from a
-# run of these notebooks: a change of what a number means shows up here. Tolerance: bf16 is not
-# used by the smoke profile (fp32), so only summation-order noise across CPUs is allowed.
-PINNED_SMOKE_TOP1 = {"zero_shot": 0.25, "lora": 0.25, "bitfit": 0.25, "meta_adapter": 0.5,
-                     "lora+aug-classic": 0.25}
+def test_notebook_02_runs_the_combined_method(executed):
+    assert COMBINED_RUN not in executed["errors"], executed["errors"].get(COMBINED_RUN)
+    assert not any(o["output_type"] == "error" for o in outputs_of(executed["outputs"][COMBINED_RUN]))
+    check_run(executed, COMBINED)
+
+
+# The smoke study (tiny-vit, random weights, generated data, K=2, seed 1) as its notebooks record it:
+# per method (top-1, balanced accuracy, checksum of the test predictions), pinned from a run of these
+# notebooks, so that a change of what a number means, or training that no longer trains, shows up
+# here. The checksum is the SHA-256 of the argmax predictions as int64 (test-split order), first 16
+# hex digits. Tolerance: the smoke profile runs in fp32, so only summation-order noise across CPUs
+# is allowed, far below one of the 24 test images (1/24 = 0.042); the smallest gap between the top
+# two logits of any test image is 0.09 (in logit units, 100 x cosine), so noise cannot move an argmax.
+PINNED_SMOKE = {
+    "zero_shot": (0.25, 0.25, "8fabe076e4cb5bef"),
+    "lora": (0.5, 0.5, "7712ed607890c2cb"),
+    "bitfit": (0.5, 0.5, "9d4cf376ec57379b"),
+    "meta_adapter": (0.5, 0.5, "00df724dadebd891"),
+    COMBINED: (1.0, 1.0, "b712b461082675ff"),
+    "lora+aug-classic": (0.5, 0.5, "b1290f669d3c5a1b"),
+}
 PINNED_TOLERANCE = 0.02
+TRAINED = [m for m in PINNED_SMOKE if m != "zero_shot"]
+CHANCE = 0.25  # 4 classes
 
 
-def test_smoke_metrics_match_pinned_values(executed):
-    """The recommenders pattern: notebooks record values (run records), the test reads them back."""
-    got = {}
-    for method in PINNED_SMOKE_TOP1:
+def predictions_checksum(preds: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(preds, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def smoke_results(executed) -> dict[str, tuple[dict, np.ndarray]]:
+    """``{method: (record metrics, argmax test predictions)}`` as the executed notebooks wrote them."""
+    out = {}
+    for method in PINNED_SMOKE:
         spec = spec_of(executed, method=method)
-        got[method] = json.loads(spec.record_path.read_text())["metrics"]["top1"]
-    print("smoke top1:", got)
-    for method, pinned in PINNED_SMOKE_TOP1.items():
-        assert abs(got[method] - pinned) <= PINNED_TOLERANCE, f"{method}: top1 {got[method]:.4f}, pinned {pinned:.4f}"
+        assert spec.is_finished(), f"{method}: no finished run ({executed['errors']})"
+        metrics = json.loads(spec.record_path.read_text())["metrics"]
+        out[method] = (metrics, Predictions.load(spec.predictions_path).logits.argmax(1))
+    return out
+
+
+def test_smoke_metrics_and_predictions_match_pinned_values(executed):
+    """The recommenders pattern: notebooks record values (run records, predictions), the test reads
+    them back."""
+    got = smoke_results(executed)
+    print("smoke (top1, balanced, checksum):",
+          {m: (round(r["top1"], 4), round(r["balanced"], 4), predictions_checksum(p)) for m, (r, p) in got.items()})
+    for method, (top1, balanced, checksum) in PINNED_SMOKE.items():
+        metrics, preds = got[method]
+        assert abs(metrics["top1"] - top1) <= PINNED_TOLERANCE, f"{method}: top1 {metrics['top1']:.4f}, pinned {top1:.4f}"
+        assert abs(metrics["balanced"] - balanced) <= PINNED_TOLERANCE, \
+            f"{method}: balanced {metrics['balanced']:.4f}, pinned {balanced:.4f}"
+        assert predictions_checksum(preds) == checksum, f"{method}: other test predictions than the pinned ones"
+
+
+def test_every_trained_method_changes_zero_shots_predictions(executed):
+    """Training visibly trains: each trained method predicts some test image otherwise than zero-shot
+    (same model, same images), and its pinned accuracy is away from chance."""
+    got = smoke_results(executed)
+    zero_shot = got["zero_shot"][1]
+    for method in TRAINED:
+        preds = got[method][1]
+        assert preds.shape == zero_shot.shape
+        assert (preds != zero_shot).any(), f"{method} predicts every test image as zero-shot does: it did not train"
+        assert abs(PINNED_SMOKE[method][0] - CHANCE) >= 0.2, f"{method}: pinned top1 near chance"

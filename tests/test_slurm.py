@@ -1,5 +1,6 @@
-"""The study's grid on a real (single-node) Slurm and on local workers: same records as sequentially,
-failures reported with their Slurm job id and log, dependants not run, resume after ``scancel``.
+"""The study's grid on a real (single-node) Slurm and on local workers: the same records and test
+predictions (``predictions.npz``: logits and argmax) as sequentially, failures reported with their
+Slurm job id and log, dependants not run, resume after ``scancel``.
 
 Slurm tests need ``sbatch`` and a controller that answers (``.ci/slurm.sh start`` sets one up); they
 skip otherwise, or fail when ``LOWRES_CLIP_REQUIRE_SLURM=1`` (``.ci/run`` sets it). Grids are tiny
@@ -17,14 +18,15 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
 from lowres_clip import executors, study
 from lowres_clip.config import load_profile
-from lowres_clip.runs import RunRecord
+from lowres_clip.runs import Predictions, RunRecord
 from lowres_clip.smoke import make_smoke_dataset
-from lowres_clip.spec import resolve_run
+from lowres_clip.spec import PREDICTIONS_FILE, resolve_run
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +34,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 DATA, REPORT = "eurosat/data/k1-s1", "eurosat/report"
 # one CPU, no GPU per notebook: two notebooks at once on a 2-core node; a short time limit
 SLURM = {"slurm": {"gpus": 0, "cpus": 1, "mem": "1G", "time": "00:20:00", "poll_seconds": 1}}
+LOGIT_ATOL = 1e-3  # logits are 100 x cosine
 SLURM_FLAGS = ["--slurm-gpus", "0", "--slurm-cpus", "1", "--slurm-mem", "1G", "--slurm-time", "20"]
 
 
@@ -84,10 +87,27 @@ def keys(profile: Path, data_root: str, roots: dict[str, str]) -> dict[str, str]
             for m in ("zero_shot", "lora")}
 
 
-def metrics(profile: Path, data_root: str, roots: dict[str, str]) -> dict[str, dict]:
-    """Metrics of the grid's two runs, by method."""
-    return {m: RunRecord.load(Path(roots["runs_root"]) / k / "record.json").metrics
-            for m, k in keys(profile, data_root, roots).items()}
+def outcomes(profile: Path, data_root: str, roots: dict[str, str]) -> dict[str, tuple[dict, Predictions]]:
+    """Metrics and test predictions (``predictions.npz``) of the grid's two runs, by method."""
+    out = {}
+    for m, k in keys(profile, data_root, roots).items():
+        run_dir = Path(roots["runs_root"]) / k
+        out[m] = (RunRecord.load(run_dir / "record.json").metrics, Predictions.load(run_dir / PREDICTIONS_FILE))
+    return out
+
+
+def assert_same_runs(got: dict[str, tuple[dict, Predictions]], baseline: dict[str, tuple[dict, Predictions]]) -> None:
+    """Each run gave the same metrics and the same test predictions: the same images in the same
+    order, the same argmax, and logits equal up to the float noise of another CPU thread count
+    (local workers and Slurm jobs run one thread per notebook, the sequential baseline both cores:
+    measured differences ~2e-5 on logits of ~25, i.e. 100 x cosine; 1e-3 is 1e-5 in cosine)."""
+    assert set(got) == set(baseline)
+    for method, (metrics, preds) in got.items():
+        ref_metrics, ref = baseline[method]
+        assert metrics == ref_metrics, method
+        assert preds.paths == ref.paths and np.array_equal(preds.labels, ref.labels), method
+        np.testing.assert_array_equal(preds.preds, ref.preds, err_msg=f"{method}: other argmax predictions")
+        np.testing.assert_allclose(preds.logits, ref.logits, rtol=0, atol=LOGIT_ATOL, err_msg=f"{method}: other logits")
 
 
 def is_finished(run_id: str, roots: dict[str, str]) -> bool:
@@ -99,12 +119,14 @@ def run(profile: Path, data_root: str, roots: dict[str, str], **kw) -> study.Stu
 
 
 @pytest.fixture(scope="module")
-def baseline(profile, data_root, tmp_path_factory) -> dict[str, dict]:
+def baseline(profile, data_root, tmp_path_factory) -> dict[str, tuple[dict, Predictions]]:
     """The grid run sequentially (the reference every executor must reproduce)."""
     roots = make_roots(tmp_path_factory.mktemp("sequential"))
     result = run(profile, data_root, roots, executor="sequential")
     assert result.ok, result.summary()
-    return metrics(profile, data_root, roots)
+    got = outcomes(profile, data_root, roots)
+    assert (got["lora"][1].preds != got["zero_shot"][1].preds).any(), "the smoke LoRA run did not train"
+    return got
 
 
 def sacct(job_ids) -> dict[str, dict[str, str]]:
@@ -135,7 +157,7 @@ def test_local_workers_give_the_sequential_records(baseline, profile, data_root,
     assert result.ok, result.summary()
     method = "eurosat/tiny-vit-random/{}/s1"  # local workers: one notebook per method and seed, longest first
     assert result.ran == ["eurosat/data/s1", method.format("lora"), method.format("zero_shot"), REPORT]
-    assert metrics(profile, data_root, roots) == baseline
+    assert_same_runs(outcomes(profile, data_root, roots), baseline)
     log = Path(roots["runs_root"]) / "local" / f"{method.format('lora').replace('/', '__')}.log"
     assert f"lowres_clip {executors.LIB_DIR / 'lowres_clip'}" in log.read_text().splitlines()[0]
     assert all(p.is_file() for p in resolve_run(profile, None, **roots).table_paths())
@@ -149,7 +171,7 @@ def test_slurm_grid_gives_the_sequential_records(slurm, baseline, profile, data_
     k = keys(profile, data_root, roots)
     assert result.ok, result.summary()
     assert result.ran == [DATA, k["lora"], k["zero_shot"], REPORT]  # one job per run, longest first
-    assert metrics(profile, data_root, roots) == baseline
+    assert_same_runs(outcomes(profile, data_root, roots), baseline)
     ids = result.job_ids
     info = sacct(ids.values())
     assert {info[i]["State"] for i in ids.values()} == {"COMPLETED"}  # one Slurm job per notebook
@@ -216,7 +238,7 @@ def test_rerun_after_scancel_submits_only_what_is_missing(slurm, baseline, profi
     result = run(profile, data_root, roots, executor="slurm", cluster=SLURM)
     assert result.ok, result.summary()
     assert result.ran == [DATA, k["lora"], REPORT] and result.skipped == [k["zero_shot"]]
-    assert metrics(profile, data_root, roots) == baseline
+    assert_same_runs(outcomes(profile, data_root, roots), baseline)
 
 
 @pytest.mark.slurm

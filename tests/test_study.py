@@ -163,8 +163,9 @@ def test_a_failed_first_run_leaves_no_folder(roots, monkeypatch):
 
 
 def test_same_seed_same_numbers_and_a_changed_setting_is_a_new_run(roots):
-    """A rerun with the same settings gives identical metrics; changing a training setting makes a
-    new run beside the default one, whose record stays untouched."""
+    """A rerun with the same settings gives identical metrics and identical test predictions (the
+    saved ``predictions.npz``: logits, hence argmax); changing a training setting makes a new run
+    beside the default one, whose record stays untouched."""
     spec = smoke_spec(roots, method="lora")
     first, _ = pipeline.run_method(spec)
     mtime = spec.record_path.stat().st_mtime_ns
@@ -172,6 +173,9 @@ def test_same_seed_same_numbers_and_a_changed_setting_is_a_new_run(roots):
     assert again.config_hash == spec.config_hash  # paths are not settings
     second, _ = pipeline.run_method(again)
     assert second.metrics == first.metrics
+    a, b = Predictions.load(spec.predictions_path), Predictions.load(again.predictions_path)
+    assert a.paths == b.paths
+    np.testing.assert_array_equal(a.logits, b.logits)  # same process, same threads: bit-identical
     rank4 = smoke_spec(roots, {"lora.rank": 4}, method="lora")
     assert rank4.key == spec.key and rank4.variant != spec.variant and not rank4.is_finished()
     pipeline.run_method(rank4)

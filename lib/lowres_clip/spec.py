@@ -4,7 +4,9 @@ A run is its settings. The spec owns, and is the only place that builds:
 
 * the readable **key** ``{dataset}/{model}-{weights}/{label}/k{shots}-s{seed}`` (for people);
 * the **settings** that change a result: the resolved config less its ``runtime`` fields (paths,
-  device, worker counts, progress bars), less the settings of methods the run does not use;
+  device, worker counts, progress bars), less the settings of methods the run does not use, plus
+  ``sampler`` (:data:`lowres_clip.sampling.SAMPLER`): the code that draws the K shots is part of
+  what a run is, so runs (and committed records) made with another sampler are not reused;
 * three short hashes of those settings: :attr:`RunSpec.config_hash` (all of them: the run's
   identity), :attr:`RunSpec.group_hash` (all but the seed: runs a table averages over seeds) and
   :attr:`RunSpec.curve_hash` (all but seed and shots: one line of an accuracy-vs-shots figure);
@@ -31,6 +33,7 @@ from typing import Any, Mapping
 from . import registry
 from .config import RunConfig, generator_config_class, resolve_config
 from .registry import MethodLabel
+from .sampling import SAMPLER
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS_ROOT = REPO / "runs"
@@ -101,13 +104,14 @@ def _settings_of(obj: Any) -> Any:
 def result_settings(cfg: RunConfig) -> dict[str, Any]:
     """The settings of ``cfg`` that change a result (see the module docstring).
 
-    Left out: ``runtime`` fields; the settings of methods the run does not combine; the training
+    Added: ``sampler``, the identity of the few-shot sampler. Left out: ``runtime`` fields; the settings of methods the run does not combine; the training
     loop's settings for runs without one; augmentation settings for runs without augmentation (and
     the generator's runtime options for runs with it). Weights are given by :func:`weights_id`.
     """
     label = cfg.method_label
     out = _settings_of(cfg)
     out["weights"] = weights_id(cfg.weights)
+    out["sampler"] = SAMPLER  # which shots a seed gives (lowres_clip.sampling)
     for name, entry in registry.METHODS.items():
         if entry.config_field and name not in label.parts:
             out.pop(entry.config_field, None)
