@@ -55,21 +55,27 @@ def child(args) -> int:
     from lowres_clip.spec import resolve_run
 
     out = {}
-    for method in args.methods:
-        for k in args.shots:
-            overrides = {"train.precision": args.precision, "train.progress": False}
-            if args.test_subset:
-                overrides["test_subset"] = args.test_subset
-            spec = resolve_run(args.profile, overrides, method=method, shots=k, seed=args.seed,
-                               runs_root=f"{args.work}/runs", figures_root=f"{args.work}/figures")
-            t0 = time.perf_counter()
-            record, preds = run_method(spec)
-            np.save(Path(args.work) / f"{method}-k{k}.npy", preds.logits.argmax(1))
-            out[f"{method}/k{k}"] = {"top1": record.metrics["top1"], "balanced": record.metrics["balanced"],
-                                      "seconds": round(time.perf_counter() - t0, 1),
-                                      "numerics": record.machine}
+    for method, k in settings_of(args):
+        overrides = {"train.precision": args.precision, "train.progress": False}
+        if args.test_subset:
+            overrides["test_subset"] = args.test_subset
+        spec = resolve_run(args.profile, overrides, method=method, shots=k, seed=args.seed,
+                           runs_root=f"{args.work}/runs", figures_root=f"{args.work}/figures")
+        t0 = time.perf_counter()
+        record, preds = run_method(spec)
+        np.save(Path(args.work) / f"{method}-k{k}.npy", preds.logits.argmax(1))
+        out[f"{method}/k{k}"] = {"top1": record.metrics["top1"], "balanced": record.metrics["balanced"],
+                                  "seconds": round(time.perf_counter() - t0, 1),
+                                  "numerics": record.machine}
     Path(args.out).write_text(json.dumps(out))
     return 0
+
+
+def settings_of(args) -> list[tuple[str, int]]:
+    """``(method, K)`` pairs: ``--settings method/K ...``, else every method at every K."""
+    if args.settings:
+        return [(s.rsplit("/", 1)[0], int(s.rsplit("/", 1)[1])) for s in args.settings]
+    return [(m, k) for m in args.methods for k in args.shots]
 
 
 def seed_spread(profile: str, method: str, k: int) -> float | None:
@@ -90,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--methods", nargs="+", default=["lora", "bitfit", "lora+bitfit+meta_adapter"])
     ap.add_argument("--shots", nargs="+", type=int, default=[1, 16])
+    ap.add_argument("--settings", nargs="+", default=None, metavar="METHOD/K",
+                    help="explicit settings instead of --methods x --shots, e.g. lora/1 bitfit/1 lora/16")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--test-subset", type=int, default=2000,
@@ -111,8 +119,8 @@ def main(argv=None) -> int:
             env_extra, threads = PERTURBATIONS[name]
             work = Path(tmp) / name
             work.mkdir()
-            cmd = [sys.executable, __file__, "--child", "--profile", args.profile, "--methods", *args.methods,
-                   "--shots", *map(str, args.shots), "--seed", str(args.seed), "--precision", args.precision,
+            cmd = [sys.executable, __file__, "--child", "--profile", args.profile,
+                   "--settings", *[f"{m}/{k}" for m, k in settings_of(args)], "--seed", str(args.seed), "--precision", args.precision,
                    "--test-subset", str(args.test_subset), "--threads", str(threads), "--work", str(work),
                    "--out", str(work / "out.json")]
             env = {**os.environ, **env_extra, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
     floor = math.ceil(worst * 1000 - 1e-9) / 1000  # rounded up to 0.1 points
     spreads = [r["seed_std"] for r in rows if r["seed_std"]]
     measured = (f"{100 * floor:.1f} points ({args.precision}, {len(rows)} perturbed runs: "
-                f"{', '.join(args.perturbations)}; {', '.join(args.methods)} at K={', '.join(map(str, args.shots))}, "
+                f"{', '.join(args.perturbations)}; {', '.join(f'{m} K={k}' for m, k in settings_of(args))}, "
                 f"seed {args.seed}, {args.test_subset or 'all'} test images; {time.strftime('%Y-%m-%d')})")
     if args.write:
         data = json.loads(FLOOR_FILE.read_text()) if FLOOR_FILE.is_file() else {}
