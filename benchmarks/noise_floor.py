@@ -78,13 +78,17 @@ def settings_of(args) -> list[tuple[str, int]]:
     return [(m, k) for m in args.methods for k in args.shots]
 
 
-def seed_spread(profile: str, method: str, k: int) -> float | None:
-    """Std over seeds of top-1 in the published records of ``method`` at K (None without records)."""
+def seed_spread(profile: str, method: str, k: int, root: str | None = None) -> float | None:
+    """Std over seeds of top-1 in the records under ``root`` (default: the published ones) of
+    ``method`` at K made with ``profile`` and the profile's current settings (None without records)."""
     from lowres_clip.registry import canonical
     from lowres_clip.results import RECORDS_ROOT
-    from lowres_clip.runs import load_records
+    from lowres_clip.runs import load_records, stale_records
 
-    records = [r for r in load_records(RECORDS_ROOT, "eurosat")
+    records = load_records(root or RECORDS_ROOT, "eurosat")
+    stale = {s.run_id for s in stale_records(records)}
+    records = [r for r in records if r.run_id not in stale]
+    records = [r for r in records
                if r.identity["method"] == canonical(method) and r.identity["shots"] == k
                and r.identity.get("origin", {}).get("profile") == profile]
     values = [r.metrics["top1"] for r in records]
@@ -104,6 +108,7 @@ def main(argv=None) -> int:
                     help="test images per run (0: the full split); the floor is a share of flipped predictions")
     ap.add_argument("--perturbations", nargs="+", default=[p for p in PERTURBATIONS if p != "reference"],
                     choices=[p for p in PERTURBATIONS if p != "reference"])
+    ap.add_argument("--records-root", default=None, help="records for the seed spread (default: the published ones)")
     ap.add_argument("--write", action="store_true", help=f"write the floor to {FLOOR_FILE}")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
     print(f"\n{'setting':32s} {'perturbation':12s} {'top1 ref':>8s} {'Δtop1':>7s} {'Δbal':>7s} {'flipped':>8s} {'seed std':>8s}")
     for setting, r in ref.items():
         method, k = setting.split("/k")
-        spread = seed_spread(args.profile, method, int(k))
+        spread = seed_spread(args.profile, method, int(k), args.records_root)
         for name in args.perturbations:
             p = results[name][setting]
             d_top1, d_bal = p["top1"] - r["top1"], p["balanced"] - r["balanced"]
