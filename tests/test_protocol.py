@@ -429,20 +429,25 @@ def test_meta_adapter_alone_follows_its_reference(profile):
     assert combined.lr != META_ADAPTER["lr"]
 
 
-def test_meta_adapter_override_drives_the_loop():
-    """The Meta-Adapter's own ``train`` overrides reach the loop: 3 epochs of batch 4 over 8 shots are
-    6 steps, whatever the run's ``iterations`` says."""
-    with pytest.raises(ConfigError, match="meta_adapter.train.lrr"):
-        resolve_config("paper", overrides={"meta_adapter.train": {"lrr": 1.0}})
+def _tiny_shots(seed: int):
+    """The tiny random ViT and 8 random images of 2 classes as ``(image, label, index)`` items."""
     torch.manual_seed(0)
     bundle = load_clip("tiny-vit", "random", device="cpu")
-    images = torch.rand(8, 3, bundle.image_size, bundle.image_size, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(8, 3, bundle.image_size, bundle.image_size, generator=torch.Generator().manual_seed(seed))
 
     class Shots(_Items):
         def __getitem__(self, i):
             return images[i], self.labels[i], i
 
-    shots = Shots([0, 1] * 4, 0.0)
+    return bundle, Shots([0, 1] * 4, 0.0)
+
+
+def test_meta_adapter_override_drives_the_loop():
+    """The Meta-Adapter's own ``train`` overrides reach the loop: 3 epochs of batch 4 over 8 shots are
+    6 steps, whatever the run's ``iterations`` says."""
+    with pytest.raises(ConfigError, match="meta_adapter.train.lrr"):
+        resolve_config("paper", overrides={"meta_adapter.train": {"lrr": 1.0}})
+    bundle, shots = _tiny_shots(0)
     adapted = build_adapted(bundle, ["a", "b"], ["a photo of a {}."], "meta_adapter",
                             meta_cfg=MetaAdapterConfig(train={"lr": 1e-3, "epochs": 3, "batch_size": 4}), support=shots)
     result = train(adapted, shots, None, TrainConfig(iterations=50, precision="fp32", progress=False))
@@ -514,15 +519,7 @@ def test_best_val_keeps_the_parameters_of_the_selected_step(monkeypatch, scores,
     selected step was validated: a snapshot taken here at every validation is the reference."""
     import lowres_clip.train as train_module
 
-    torch.manual_seed(0)
-    bundle = load_clip("tiny-vit", "random", device="cpu")
-    images = torch.rand(8, 3, bundle.image_size, bundle.image_size, generator=torch.Generator().manual_seed(1))
-
-    class Shots(_Items):
-        def __getitem__(self, i):
-            return images[i], self.labels[i], i
-
-    shots = Shots([0, 1] * 4, 0.0)
+    bundle, shots = _tiny_shots(1)
     adapted = build_adapted(bundle, ["a", "b"], ["a photo of a {}."], "lora")
     snapshots: list[dict[str, torch.Tensor]] = []
     original = train_module._validator
