@@ -69,6 +69,9 @@ def test_per_class_bars_and_method_comparison_write(tmp_path):
     assert heights == pytest.approx([0.45, 0.8])  # mean over seeds/rows per method
     fig3 = plots.compare_methods(runs, hue="shots")
     assert len(fig3.axes[0].patches) == 4
+    as_sorted_ids = pd.DataFrame({"method": ["lora"] * 4, "accuracy": [0.9, 0.5, 0.6, 0.7], "shots": [16, 1, 2, 4]})
+    legend = plots.compare_methods(as_sorted_ids, hue="shots").axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["shots=1", "shots=2", "shots=4", "shots=16"]  # not 1, 16, 2, 4
     for name, f in (("bars", fig), ("methods", fig2), ("methods_hue", fig3)):
         (p,) = plots.save_figure(f, tmp_path, name)
         assert p.is_file() and p.stat().st_size > 0

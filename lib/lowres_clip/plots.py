@@ -279,7 +279,8 @@ def compare_methods(df, value: str = "accuracy", method: str = "method", hue: st
         df: long table with one row per run (columns ``method``, ``value`` and optionally ``hue``).
         value: metric column (e.g. ``accuracy``, ``top1``, ``balanced``).
         method: column naming the method.
-        hue: optional column making grouped bars (e.g. ``shots`` or ``dataset``).
+        hue: optional column making grouped bars (e.g. ``shots`` or ``dataset``); numeric values
+            are drawn in numeric order, others in order of first appearance.
         order: method order on the x axis (default: order of first appearance).
     """
     for col in [value, method] + ([hue] if hue else []):
@@ -287,6 +288,8 @@ def compare_methods(df, value: str = "accuracy", method: str = "method", hue: st
             raise FigureError(f"table has no column {col!r}; columns: {list(df.columns)}")
     methods = list(order) if order is not None else list(dict.fromkeys(df[method]))
     hues = list(dict.fromkeys(df[hue])) if hue else [None]
+    if hue and all(isinstance(h, (int, float, np.integer, np.floating)) for h in hues):
+        hues = sorted(hues)  # numbers (e.g. K) in numeric order, never as the records happen to sort
     fig = new_figure(max(4.0, 1.0 + 0.9 * len(methods) * max(1, len(hues) / 2)), 3.8)
     ax = fig.add_subplot()
     width = 0.8 / len(hues)
