@@ -61,7 +61,7 @@ report.improvements.head(10)
 
 # %%
 figures = report.figures()
-for name in (f"improvements_vs_{report.baseline.label}", "topk_incorrect", "clusters"):
+for name in (report.improvements_name, "topk_incorrect", "clusters"):
     if name in figures:
         display(Image(filename=str(figures[name])))
 
@@ -71,4 +71,4 @@ browser = pipeline.failure_browser(report, k=k)
 browser
 
 # %% [markdown]
-# **What to look at.** The top improvements (where A was unsure and B is sure), the classes with most remaining errors in the browser, and whether the attention of B moved to the evidence. Static copies: `figures/{key B}/{variant B}/browser/*.png`, the ranking `improvements_vs_{A}.csv`, the summary `failure_vs_{A}.json`.
+# **What to look at.** The top improvements (where A was unsure and B is sure), the classes with most remaining errors in the browser, and whether the attention of B moved to the evidence. Static copies: `figures/{key B}/{variant B}/browser/*.png`, the ranking `improvements_vs_{A}-{variant A}.csv`, the summary `failure_vs_{A}-{variant A}.json`.

@@ -213,7 +213,8 @@ def test_notebook_executes_with_smoke_parameters(executed, name):
         summary = json.loads(b.failure_summary_path(a).read_text())
         assert summary["baseline"] == a.id and summary["adapted"] == b.id
         figs = b.figure_dir
-        assert (figs / "improvements_vs_zero_shot.csv").is_file() and (figs / "clusters.png").is_file()
+        assert (figs / f"improvements_vs_zero_shot-{a.variant}.csv").is_file() and (figs / "clusters.png").is_file()
+        assert b.failure_name("regressions", a) == f"regressions_vs_zero_shot-{a.variant}"  # the baseline's variant too
         browser_pngs = sorted(p.name for p in (figs / "browser").glob("*.png"))
         assert len(browser_pngs) == 2 * 4  # headless browser: every class, correct and incorrect
         widget = [o for o in outputs_of(path) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -110,3 +110,16 @@ def test_excluded_images_get_their_own_splits(tmp_path):
     excluded = spec(tmp_path, method="lora", exclude=["Forest/Forest_1.jpg"])
     assert excluded.config_hash != plain.config_hash and excluded.split_dir != plain.split_dir
     assert excluded.split_dir.parent == plain.split_dir
+
+
+def test_failure_files_name_the_baselines_variant():
+    """Two baselines that differ only in a setting (same label, other variant) get their own failure
+    files: the improvements, regressions and summary of one never overwrite the other's."""
+    adapted = resolve_run("smoke", None, method="lora+aug-classic")
+    plain = resolve_run("smoke", None, method="lora")
+    ranked = resolve_run("smoke", {"lora.rank": 4}, method="lora")
+    assert plain.label == ranked.label and plain.variant != ranked.variant
+    for kind in ("improvements", "regressions", "failure"):
+        assert adapted.failure_name(kind, plain) != adapted.failure_name(kind, ranked)
+    assert adapted.failure_summary_path(plain) != adapted.failure_summary_path(ranked)
+    assert adapted.failure_summary_path(plain).name == f"failure_vs_lora-{plain.variant}.json"

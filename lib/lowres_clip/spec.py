@@ -293,9 +293,16 @@ class RunSpec:
         """``figures/{key}/{variant}/``: the run's figures."""
         return self.figures_root / self.id
 
+    def failure_name(self, kind: str, baseline: "RunSpec") -> str:
+        """The one name of a failure-analysis output of this run against ``baseline``:
+        ``{kind}_vs_{baseline label}-{baseline variant}`` (``kind``: ``failure``, ``improvements``,
+        ``regressions``). The variant is part of it, so two baselines that differ only in their
+        settings never overwrite each other's files."""
+        return f"{kind}_vs_{baseline.label}-{baseline.variant}"
+
     def failure_summary_path(self, baseline: "RunSpec") -> Path:
         """Summary of the failure analysis of this run against ``baseline`` (written last)."""
-        return self.figure_dir / f"failure_vs_{baseline.label}-{baseline.variant}.json"
+        return self.figure_dir / f"{self.failure_name('failure', baseline)}.json"
 
     @property
     def split_dir(self) -> Path:

@@ -70,6 +70,11 @@ class FailureReport:
         """``{name: png path}`` of the PNG figures written (for inline display)."""
         return {p.stem if p.parent.name != "browser" else f"browser/{p.stem}": p for p in self.paths if p.suffix == ".png"}
 
+    @property
+    def improvements_name(self) -> str:
+        """Name of the improvements figure and table (:meth:`RunSpec.failure_name`)."""
+        return self.adapted.failure_name("improvements", self.baseline)
+
 
 def failure_analysis(spec: RunSpec, run_a: str = "zero_shot", run_b: str = "lora", k: int = 8,
                      attention: bool = True, embedding: str | None = None) -> FailureReport:
@@ -77,7 +82,7 @@ def failure_analysis(spec: RunSpec, run_a: str = "zero_shot", run_b: str = "lora
 
     Runs A and B (method labels, e.g. ``zero_shot`` and ``lora+aug-classic``) are loaded, or run
     first when unfinished. Written under ``figures/{run_key_b}/``: the improvements ranking
-    (``improvements_vs_{A}``, entropy drop, with both runs' attention maps), regressions, top-k
+    (``improvements_vs_{A}-{variant A}``, :meth:`RunSpec.failure_name`; entropy drop, with both runs' attention maps), regressions, top-k
     most confident successes and failures, UMAP clusters and scores (also for A), the per-class
     failure grids of the headless browser (``browser/*.png``), and finally
     ``failure_vs_{A}.json`` with the summary. ``embedding``: ``umap`` or ``pca`` (default: ``pca``
@@ -96,9 +101,9 @@ def failure_analysis(spec: RunSpec, run_a: str = "zero_shot", run_b: str = "lora
            pred_b.run_key: attention_source(spec_b, bundle) if attention else None}
     att_a, att_b = att[pred_a.run_key], att[pred_b.run_key]
     paths = imp.write_improvements(pred_a, pred_b, k=min(k, 6), attention_a=att_a, attention_b=att_b, root=root,
-                                   name=f"improvements_vs_{spec_a.label}")
+                                   name=spec_b.failure_name("improvements", spec_a))
     regressions = imp.rank_improvements(pred_b, pred_a)
-    paths += plots.save_table(regressions, pred_b.run_key, f"regressions_vs_{spec_a.label}", root=root)
+    paths += plots.save_table(regressions, pred_b.run_key, spec_b.failure_name("regressions", spec_a), root=root)
     paths += topk.write_topk(pred_b, k, att_b, root=root)
     scores: dict[str, dict[str, float]] = {}
     for pred in (pred_a, pred_b):
