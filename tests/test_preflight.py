@@ -376,6 +376,14 @@ def test_ctrl_c_prints_one_line_with_what_finished_and_the_rerun(roots, capsys, 
     line = lines[0]
     assert line.startswith(f"interrupted during {stop.calls[1]}: 1 ran, 0 already done; 4 not finished (first: {stop.calls[1]})")
     assert "python -m lowres_clip.study --profile smoke --dataset eurosat" in line and "finished runs are skipped" in line
+    import json
+
+    (log_path,) = (Path(roots["runs_root"]) / "eurosat" / "study-logs").glob("*.json")  # the stopped invocation is logged
+    log = json.loads(log_path.read_text())
+    from lowres_clip.runs import load_records
+
+    made = sorted(r.run_id for r in load_records(roots["runs_root"], "eurosat"))
+    assert log["interrupted"] is True and log["ran"] == 1 and log["runs"] == made  # with the runs it finished
 
 
 def test_interrupt_guard_without_a_study():

@@ -391,11 +391,18 @@ def run_study(
             spec.record_path.unlink(missing_ok=True)
     if executor is None or isinstance(executor, str):
         ensure_kernel(kernel_name)
-    result = runner.run(jobs, skip, progress)
+    specs = [spec for job in jobs for spec in job.specs]
+    try:
+        result = runner.run(jobs, skip, progress)
+    except interrupt.Interrupted as stop:  # the runs made before Ctrl-C are logged too (and publishable)
+        partial = StudyResult(ran=stop.ran, skipped=stop.skipped, failed={n: "interrupted" for n in stop.remaining[:1]},
+                              seconds=time.time() - t0)
+        write_log(base, partial, command, runner.describe(), getattr(runner, "workers", 1), made_runs(specs, started=t0),
+                  interrupted=True)
+        raise
     result.tables = [p for p in base.table_paths() if p.exists()]
     result.seconds = time.time() - t0
-    made = made_runs([spec for job in jobs for spec in job.specs], started=t0)
-    write_log(base, result, command, runner.describe(), getattr(runner, "workers", 1), made)
+    write_log(base, result, command, runner.describe(), getattr(runner, "workers", 1), made_runs(specs, started=t0))
     return result
 
 
@@ -416,12 +423,13 @@ def made_runs(specs: Sequence[RunSpec], started: float) -> list[str]:
 
 
 def write_log(base: RunSpec, result: StudyResult, command: str | None, executor: str | None = None,
-              workers: int = 1, made: Sequence[str] = ()) -> Path:
+              workers: int = 1, made: Sequence[str] = (), interrupted: bool = False) -> Path:
     """Log what one study invocation did, how long it took and where, naming the runs it made.
 
     Every invocation is kept as ``runs/{dataset}/study-logs/{date}.json``. ``runs/{dataset}/
     study-log.json`` is the log of the last invocation that ran or failed something: a rerun that
     only skipped finished work never replaces it (its timing would describe a study that did nothing).
+    An invocation stopped by Ctrl-C is logged with ``interrupted: true`` and the runs it finished.
     """
     import datetime as dt
     import json
@@ -434,7 +442,7 @@ def write_log(base: RunSpec, result: StudyResult, command: str | None, executor:
            "seconds": round(result.seconds, 1), "ran": len(result.ran), "skipped": len(result.skipped),
            "failed": len(result.failed), "executor": executor, "workers": workers, "machine": machine(),
            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-           "runs": list(made)}
+           "runs": list(made), "interrupted": interrupted}
     folder = base.runs_root / base.dataset
     history = folder / STUDY_LOGS / f"{now.strftime('%Y%m%dT%H%M%S.%f')}.json"
     atomic_write_text(history, json.dumps(log, indent=1))
