@@ -1,7 +1,8 @@
 # One entry point for set-up, the study and the tests. Every target sets up what it needs.
 #   make study   - set up from nothing, then run the whole study on the embedded CPU default (EuroSAT):
-#                  K in {1, 2, 4, 8, 16} x seeds {1, 2, 3}, two local workers (at most 60 min on 2 cores)
-#   make study-quick - the same for one cell only (K=16, seed 1; 10.3 min on 2 cores)
+#                  K in {1, 2, 4, 8, 16} x seeds {1, 2, 3}, two local workers (fp32: about 2.5 h on 2
+#                  cores; the seed-1 slice took 48.7 min, README "Results")
+#   make study-quick - the same for one cell only (K=16, seed 1)
 #   make test    - set up from nothing (incl. Chromium for the browser test), then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
