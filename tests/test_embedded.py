@@ -189,3 +189,19 @@ def test_lora_and_gradcam_module_names_work(bundle):
     assert not [n for n in biases if "conv" in n]
     assert any(n.startswith("visual.trunk.") and ".bn" in n for n in biases)
     assert any(n.startswith("text.transformer.") for n in biases)
+
+
+def test_the_build_is_the_same_bytes_whatever_the_callers_threads(tmp_path):
+    """Callers with other thread counts (a pytest run on every core, a worker on one) get the same
+    weights: a build in a running process depends on how that process was started, so the build
+    runs in a process started single-threaded (records made in workers must reproduce under pytest)."""
+    import hashlib
+
+    from lowres_clip.numerics import using_threads
+
+    digests = []
+    for threads, name in ((2, "a"), (1, "b")):
+        with using_threads(threads):
+            folder = embedded.build_embedded(tmp_path / name)
+        digests.append(hashlib.sha256((folder / "open_clip_model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

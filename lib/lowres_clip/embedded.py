@@ -590,6 +590,28 @@ def _write_folder(folder: Path, model: torch.nn.Module, extras: dict[str, Any], 
     folder.chmod(0o755)
 
 
+SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _build_in_single_threaded_process(cache_dir: str | Path | None, force: bool, config: EmbeddedBuildConfig) -> Path:
+    """Run :func:`build_embedded` in a child process whose thread counts are fixed to one from its
+    start (:data:`SINGLE_THREAD_ENV`). Thread counts set later in a running process
+    (``torch.set_num_threads``, ``threadpoolctl``) do not give the same bytes as a process started
+    single-threaded (measured: two different builds), so every caller, a pytest run or a notebook
+    kernel or a worker, gets the one build of this machine."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **{k: "1" for k in SINGLE_THREAD_ENV}}
+    code = ("import json, sys; from lowres_clip.embedded import EmbeddedBuildConfig, build_embedded; "
+            "print(build_embedded(sys.argv[1] or None, sys.argv[2] == '1', EmbeddedBuildConfig(**json.loads(sys.argv[3]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(cache_dir or ""), "1" if force else "0", json.dumps(asdict(config))],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EmbeddedBuildError(f"building {EMBEDDED_MODEL} in a single-threaded process failed:\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
 def build_embedded(
     cache_dir: str | Path | None = None,
     force: bool = False,
@@ -599,7 +621,9 @@ def build_embedded(
 
     A folder built with the same recipe is reused unless ``force``. The new folder is written under a
     temporary name and renamed into place, so concurrent or interrupted builds never leave a partial
-    model behind. Builds are deterministic: same packages and recipe -> identical weights.
+    model behind. Builds are deterministic on a machine: same packages and recipe -> identical weights,
+    whatever the calling process's thread counts (the build runs in a process started with one
+    thread, :func:`_build_in_single_threaded_process`).
 
     Raises:
         EmbeddedBuildError: a source package is missing or its weights do not have the expected layout.
@@ -608,6 +632,8 @@ def build_embedded(
     folder = embedded_dir(cache_dir)
     if not force and _is_current(folder, config):
         return folder
+    if any(os.environ.get(k) != "1" for k in SINGLE_THREAD_ENV):
+        return _build_in_single_threaded_process(cache_dir, force, config)
     start = time.perf_counter()
     model, extras = assemble_embedded(config)
     recipe = _recipe(config)
