@@ -40,7 +40,8 @@ def precision_name(dtype: Any) -> str:
     return PRECISION_NAMES.get(name, name)
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU model name and its flags (``/proc/cpuinfo``; no flags elsewhere)."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -110,7 +111,7 @@ def host_facts() -> dict[str, Any]:
     """
     import torch
 
-    model, flags = _cpuinfo()
+    model, flags = cpu_model_and_flags()
     out: dict[str, Any] = {
         "cpu": model, "isa": sorted(f for f in ISA_FLAGS if f in flags), "caches": _caches(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),

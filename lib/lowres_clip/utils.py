@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import random
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -60,18 +59,9 @@ def cpu_supports_bf16() -> bool:
 
     On such CPUs bf16 autocast speeds up matrix products; elsewhere it is emulated and slower.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-            break
+    from .numerics import cpu_model_and_flags
+
+    _, flags = cpu_model_and_flags()
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
