@@ -63,3 +63,48 @@ def test_prompts_are_data():
     assert format_prompts(["LED"], ["a circuit diagram of {}."]) == [["a circuit diagram of LED."]]
     with pytest.raises(ValueError, match="placeholder"):
         format_prompts(["LED"], ["no placeholder"])
+
+
+def _open_clip_eval_transform(size: int):
+    """The evaluation transform open_clip builds (resize shortest side, bicubic; centre crop; RGB;
+    to tensor; normalise), written out here with open_clip's own pieces."""
+    from open_clip.transform import image_transform
+
+    return image_transform(size, is_train=False, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+@pytest.mark.parametrize("size", [48, 37])
+def test_prepared_images_equal_the_transform_bit_for_bit(eurosat_root, tmp_path, size):
+    from lowres_clip.datasets import ImageDataset
+    from lowres_clip.features import PreparedImages, prepared_images
+
+    ds = load_dataset("eurosat", eurosat_root)
+    samples = ds.split("test")
+    transform = _open_clip_eval_transform(size)  # 32 px images upsampled, as EuroSAT's 64 px to 128
+    cache = FeatureCache(tmp_path / "c")
+    prepared = prepared_images(ds, "test", samples, transform, cache)
+    assert isinstance(prepared, PreparedImages) and cache.misses == 1
+    plain = ImageDataset(ds.image_root, samples, transform)
+    for i in range(len(samples)):
+        x, y, j = prepared[i]
+        ref, ref_y, ref_j = plain[i]
+        assert x.dtype == ref.dtype and torch.equal(x, ref), i
+        assert (y, j) == (ref_y, ref_j)
+    assert float(prepared[0][0].std()) > 0.1  # real images, not a constant
+    again = prepared_images(ds, "test", samples, transform, cache)
+    assert cache.hits == 1 and torch.equal(again.pixels, prepared.pixels)
+
+
+def test_prepared_images_fall_back_for_a_random_transform(eurosat_root, tmp_path):
+    from torchvision import transforms as T
+
+    from lowres_clip.datasets import ImageDataset
+    from lowres_clip.features import prepared_images, split_transform
+
+    ds = load_dataset("eurosat", eurosat_root)
+    random_crop = T.Compose([T.RandomResizedCrop(32), T.ToTensor()])
+    assert split_transform(random_crop) is None
+    assert isinstance(prepared_images(ds, "test", ds.split("test"), random_crop, FeatureCache(tmp_path)), ImageDataset)
+    pil, tail = split_transform(_open_clip_eval_transform(32))
+    assert [type(t).__name__ for t in pil.transforms] == ["Resize", "CenterCrop", "MaybeConvertMode"]
+    assert [type(t).__name__ for t in tail] == ["Normalize"]

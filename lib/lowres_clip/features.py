@@ -1,7 +1,10 @@
 """Encoding images and prompts, with an on-disk feature cache.
 
 Image features are cached per (model, weights, dataset, split, sample ids, transform); text
-classifier weights per (model, weights, class names, templates). Entries are written atomically
+classifier weights per (model, weights, class names, templates); the decoded, resized pixels of an
+evaluation split per (dataset, split, sample ids, deterministic part of the transform)
+(:func:`prepared_images`: every adapted run evaluates the same 8,100 EuroSAT test images, decoded
+and resized once instead of once per run). Entries are written atomically
 (temporary file + ``os.replace``), so an interrupted run never leaves a half-written entry, and any
 change of a key part gives a new entry (the old one is simply not used).
 """
@@ -13,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -225,3 +229,100 @@ def text_classifier(
 
     value = compute() if cache is None else cache.get_or_compute("text", parts, compute)
     return value["weights"]
+
+
+# ----------------------------------------------------------------------------- prepared test pixels
+# Transforms that map a PIL image to a PIL image without randomness (torchvision's and open_clip's);
+# anything else before the tensor conversion (a random crop...) makes a split uncacheable.
+_DETERMINISTIC_PIL = ("Resize", "CenterCrop", "MaybeConvertMode", "ConvertMode")
+_TO_TENSOR = ("ToTensor", "MaybeToTensor")
+
+
+def split_transform(transform: Callable) -> tuple[Callable, list[Callable]] | None:
+    """``(pil_part, tensor_part)`` of an evaluation transform, or ``None`` when it cannot be split.
+
+    ``pil_part`` is the deterministic PIL -> PIL prefix (resize, centre crop, mode conversion) of a
+    torchvision ``Compose``; ``tensor_part`` the ``Normalize`` steps after the tensor conversion.
+    Applying ``to_tensor`` and then ``tensor_part`` to ``pil_part(image)`` is the transform itself.
+    """
+    from torchvision.transforms import Compose, Normalize
+
+    if not isinstance(transform, Compose):
+        return None
+    names = [type(t).__name__ for t in transform.transforms]
+    cut = next((i for i, n in enumerate(names) if n in _TO_TENSOR), None)
+    if cut is None or not all(n in _DETERMINISTIC_PIL for n in names[:cut]):
+        return None
+    tail = list(transform.transforms[cut + 1:])
+    if not all(isinstance(t, Normalize) for t in tail):
+        return None
+    return Compose(list(transform.transforms[:cut])), tail
+
+
+class PreparedImages(torch.utils.data.Dataset):
+    """``(image, label, index)`` items like :class:`~lowres_clip.datasets.ImageDataset` with its
+    evaluation transform, read from pixels decoded and resized once.
+
+    The tensor of item ``i`` is computed exactly as ``ToTensor`` + ``Normalize`` compute it from the
+    PIL image (same operations in the same order), so it equals the transform's output bit for bit.
+
+    Args:
+        pixels: ``[N, H, W, C]`` uint8, the PIL part of the transform applied to each image.
+        labels: ``[N]`` class labels.
+        tail: the ``Normalize`` steps after the tensor conversion.
+    """
+
+    def __init__(self, pixels: torch.Tensor, labels: Sequence[int], tail: Sequence[Callable] = ()):
+        if pixels.dtype != torch.uint8 or pixels.dim() != 4 or len(pixels) != len(labels):
+            raise ValueError(f"pixels must be uint8 [N, H, W, C] with one label per image; got "
+                             f"{tuple(pixels.shape)} {pixels.dtype} and {len(labels)} labels.")
+        self.pixels, self.labels, self.tail = pixels, [int(y) for y in labels], list(tail)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.pixels[i].permute(2, 0, 1).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        for t in self.tail:
+            x = t(x)
+        return x, self.labels[i], i
+
+
+def decode_pixels(image_root: str | Path, samples: Sequence[Sample], pil_part: Callable,
+                  desc: str = "decode") -> torch.Tensor:
+    """``[N, H, W, C]`` uint8: each image opened as :class:`ImageDataset` opens it, then ``pil_part``."""
+    data = ImageDataset(image_root, samples)
+    first = np.asarray(pil_part(data.load_image(0)), dtype=np.uint8) if len(data) else np.zeros((0, 0, 3), np.uint8)
+    out = torch.empty((len(data), *first.shape), dtype=torch.uint8)
+    for i in tqdm(range(len(data)), desc=desc, leave=False, disable=len(data) < 500):
+        arr = first if i == 0 else np.asarray(pil_part(data.load_image(i)), dtype=np.uint8)
+        if arr.shape != first.shape:
+            raise ValueError(f"image {samples[i].path} gives {arr.shape} after {pil_part}, the first gave "
+                             f"{first.shape}: the transform does not give one size.")
+        out[i] = torch.from_numpy(arr.copy())
+    return out
+
+
+def prepared_images(
+    ds: SplitDataset,
+    split: str,
+    samples: Sequence[Sample],
+    transform: Callable,
+    cache: FeatureCache | None = None,
+) -> torch.utils.data.Dataset:
+    """The evaluation dataset of ``samples``: a :class:`PreparedImages` whose pixels are decoded and
+    resized once per (dataset, split, sample ids, transform) and kept in ``cache`` (kind ``pixels``),
+    or a plain :class:`ImageDataset` when the transform has a random or unknown step before its tensor
+    conversion. Both give identical tensors (``tests/test_features.py``)."""
+    samples = list(samples)
+    parts = split_transform(transform)
+    if parts is None or not samples:
+        return ImageDataset(ds.image_root, samples, transform)
+    pil_part, tail = parts
+    key = {"dataset": ds.name, "split": split, "ids": ids_fingerprint(samples), "transform": repr(pil_part)}
+
+    def compute() -> dict:
+        return {"pixels": decode_pixels(ds.image_root, samples, pil_part, f"decode {ds.name}/{split}")}
+
+    value = compute() if cache is None else cache.get_or_compute("pixels", key, compute)
+    return PreparedImages(value["pixels"], [s.label for s in samples], tail)

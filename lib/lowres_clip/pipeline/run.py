@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..datasets import ImageDataset, SplitDataset
-from ..features import image_features
+from ..features import image_features, prepared_images
 from ..runs import Predictions, RunRecord, load_records
 from ..sampling import FewShotSplit
 from ..spec import RunSpec
@@ -89,7 +89,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
                 xva, yva = image_features(bundle, ds, "val", split.val, cache)
                 val_metric = float((evaluate_features(adapted, xva, yva)["logits"].argmax(1) == yva).float().mean())
         else:
-            test = ImageDataset(ds.image_root, test_samples(spec, ds), bundle.preprocess_eval)
+            test = prepared_images(ds, "test", test_samples(spec, ds), bundle.preprocess_eval, cache)
             protocol["precision"]["eval"] = precision_name(resolve_precision(cfg.train.precision, adapted.device))
             res = evaluate(adapted, test, cfg.train.eval_batch_size, cfg.train.precision, cfg.train.num_workers,
                            progress=cfg.train.progress, desc=f"test {spec.label}")
