@@ -187,3 +187,22 @@ def test_reaches_uses_lower_end_against_margin():
     assert stats.verdict(iv) == "no difference shown"
     with pytest.raises(stats.StatsInputError, match="margin"):
         stats.reaches(iv, -0.01)
+
+
+def test_new_analysis_modules_import_without_torch():
+    """stats, gap and longtail load on their own (no package __init__) without importing torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(stats.__file__).parent
+    code = (
+        "import importlib.util, sys\n"
+        f"for name in ('stats', 'gap', 'longtail'):\n"
+        f"    spec = importlib.util.spec_from_file_location('m_' + name, r'{folder}' + '/' + name + '.py')\n"
+        "    module = sys.modules['m_' + name] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "print('torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
