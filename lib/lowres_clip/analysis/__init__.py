@@ -7,8 +7,12 @@ Modules:
     clustering: 2-D UMAP of image features and clustering scores (silhouette, ARI, V-measure).
     improvements: samples one run fixes over another, ranked by entropy drop.
     browser: per-class failure browser (ipywidgets) and its headless PNG export.
+    stats: paired seed t-interval, paired bootstrap over test images, McNemar, verdict wording.
+    gap: modality gap (matched / wrong-class cosine, centroid gap) and its histogram figure.
+    longtail: head/medium/tail by training shots, per-class recall vs shots, prediction collapse.
 
-Every function takes :class:`lowres_clip.runs.Predictions`; figures are saved with
+Every function of the failure analysis takes :class:`lowres_clip.runs.Predictions` (stats, gap and
+longtail take arrays and are imported as modules); figures are saved with
 :func:`lowres_clip.plots.save_figure` under ``figures/{run_key}/``.
 """
 
