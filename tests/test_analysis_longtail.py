@@ -9,40 +9,26 @@ import numpy as np
 import pytest
 
 from lowres_clip.analysis import longtail
-from lowres_clip.sampling import long_tail_profile
 
-SHOTS = [16, 6, 2, 1]                     # head, medium, tail, tail
+SHOTS = [16, 6, 2, 1]
+GROUPS = ["head", "medium", "tail", "tail"]   # as the split labels them
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 3])
 PREDS = np.array([0, 0, 1, 1, 0, 2, 0, 0])
 # by hand: recalls 2/3, 1/2, 1/2, 0; predicted counts 5, 2, 1, 0
 
 
-def test_groups_are_octaves_below_the_head():
-    assert longtail.shot_groups(SHOTS) == ["head", "medium", "tail", "tail"]
-    assert longtail.shot_groups([16, 8, 7, 3, 2]) == ["head", "head", "medium", "medium", "tail"]
-    assert longtail.shot_groups([4, 4, 4]) == ["head"] * 3  # balanced K-shot: all head
-    # the study's K=16, ratio 16 profile: head 8-16, medium 3-7, tail 1-2
-    profile = long_tail_profile(10, 16, 16)
-    groups = longtail.shot_groups(profile)
-    assert {s for s, g in zip(profile, groups) if g == "head"} <= set(range(8, 17))
-    assert {s for s, g in zip(profile, groups) if g == "tail"} <= {1, 2}
-    assert set(groups) == {"head", "medium", "tail"}
-    with pytest.raises(longtail.LongTailInputError, match="head_ratio"):
-        longtail.shot_groups(SHOTS, head_ratio=8, tail_ratio=2)
-
-
 def test_per_class_recall_table():
-    df = longtail.per_class_recall(SHOTS, LABELS, PREDS, classnames=["a", "b", "c", "d"])
+    df = longtail.per_class_recall(SHOTS, LABELS, PREDS, GROUPS, classnames=["a", "b", "c", "d"])
     assert list(df["class"]) == [0, 1, 2, 3] and list(df["name"]) == ["a", "b", "c", "d"]
     assert list(df["support"]) == [3, 2, 2, 1] and list(df["correct"]) == [2, 1, 1, 0]
     assert df["recall"].tolist() == pytest.approx([2 / 3, 1 / 2, 1 / 2, 0.0])
     assert list(df["predicted"]) == [5, 2, 1, 0]
-    shuffled = longtail.per_class_recall([1, 16, 2, 6], LABELS, PREDS)  # sorted by shots, most first
+    shuffled = longtail.per_class_recall([1, 16, 2, 6], LABELS, PREDS, GROUPS)  # sorted by shots, most first
     assert list(shuffled["class"]) == [1, 3, 2, 0] and list(shuffled["shots"]) == [16, 6, 2, 1]
 
 
 def test_summary_accuracy_balanced_and_groups():
-    s = longtail.longtail_summary(SHOTS, LABELS, PREDS)
+    s = longtail.longtail_summary(SHOTS, LABELS, PREDS, GROUPS)
     assert s.accuracy == pytest.approx(4 / 8)
     assert s.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1 / 2 + 0) / 4)
     g = s.groups.set_index("group")
@@ -64,7 +50,7 @@ def test_given_groups_replace_the_rule():
 
 
 def test_class_without_test_images_is_left_out_of_balanced_accuracy():
-    s = longtail.longtail_summary([4, 4, 4], np.array([0, 0, 1]), np.array([0, 1, 1]))
+    s = longtail.longtail_summary([4, 4, 4], np.array([0, 0, 1]), np.array([0, 1, 1]), ["head"] * 3)
     assert s.balanced_accuracy == pytest.approx((1 / 2 + 1) / 2)
     assert s.accuracy == pytest.approx(2 / 3)
 
@@ -86,6 +72,6 @@ def test_collapse_measures():
 
 def test_rejects_predictions_outside_the_classes():
     with pytest.raises(longtail.LongTailInputError, match="predictions"):
-        longtail.longtail_summary(SHOTS, LABELS, PREDS + 3)
+        longtail.longtail_summary(SHOTS, LABELS, PREDS + 3, GROUPS)
     with pytest.raises(longtail.LongTailInputError, match="one length"):
-        longtail.per_class_recall(SHOTS, LABELS, PREDS[:-1])
+        longtail.per_class_recall(SHOTS, LABELS, PREDS[:-1], GROUPS)

@@ -47,6 +47,9 @@ class Predictions:
         features: ``[N, D]`` L2-normalised image features (optional).
         groups: per-class ``head``/``medium``/``tail`` labels (long-tailed runs) or ``None``.
         split: evaluated split (``test``).
+        text: ``[C, D]`` L2-normalised class embeddings the logits compare the features with (the
+            run's text side after adaptation; optional: the linear probe has none). With
+            ``features`` it gives the modality gap (:mod:`lowres_clip.analysis.gap`).
     """
 
     logits: np.ndarray
@@ -58,12 +61,15 @@ class Predictions:
     features: np.ndarray | None = None
     groups: list[str] | None = None
     split: str = "test"
+    text: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.logits = np.asarray(self.logits, dtype=np.float32)
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.features is not None:
             self.features = np.asarray(self.features, dtype=np.float32)
+        if self.text is not None:
+            self.text = np.asarray(self.text, dtype=np.float32)
         n, c = self.logits.shape
         if len(self.labels) != n or len(self.paths) != n:
             raise ValueError(f"Predictions: {n} logit rows, {len(self.labels)} labels, {len(self.paths)} paths")
@@ -82,8 +88,9 @@ class Predictions:
         path = Path(path)
         meta = {k: getattr(self, k) for k in ("paths", "classnames", "image_root", "run_key", "groups", "split")}
         arrays = {"logits": self.logits, "labels": self.labels, "meta": np.array(json.dumps(meta))}
-        if self.features is not None:
-            arrays["features"] = self.features
+        for name in ("features", "text"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         atomic_write(path, lambda p: np.savez_compressed(p, **arrays))
         return path
 
@@ -91,8 +98,8 @@ class Predictions:
     def load(cls, path: str | Path) -> "Predictions":
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            feats = z["features"] if "features" in z.files else None
-            return cls(logits=z["logits"], labels=z["labels"], features=feats, **meta)
+            optional = {name: z[name] for name in ("features", "text") if name in z.files}
+            return cls(logits=z["logits"], labels=z["labels"], **optional, **meta)
 
 
 # ----------------------------------------------------------------------------- records

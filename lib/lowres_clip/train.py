@@ -313,7 +313,8 @@ def evaluate(
     """Logits, labels and (adapted, L2-normalised) image features of every item of ``dataset``.
 
     Returns:
-        ``{"logits": [N, C], "labels": [N], "features": [N, D], "indices": [N]}`` (float32, on CPU).
+        ``{"logits": [N, C], "labels": [N], "features": [N, D], "indices": [N], "text": [C, D]}``
+        (float32, on CPU; ``text``: the class embeddings the logits compare with).
     """
     dtype = resolve_precision(precision, adapted.device)
     was_training = adapted.training
@@ -330,7 +331,9 @@ def evaluate(
             out["labels"].append(torch.as_tensor(labels).long())
             out["indices"].append(torch.as_tensor(idx).long())
     adapted.train(was_training)
-    return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
+    result = {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
+    result["text"] = classifier.float().cpu()
+    return result
 
 
 def evaluate_features(adapted: AdaptedCLIP, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -347,9 +350,10 @@ def evaluate_features(adapted: AdaptedCLIP, features: torch.Tensor, labels: torc
     adapted.eval()
     with torch.no_grad():
         logits = adapted.logits_from_features(features).cpu()
+        text = adapted.classifier().float().cpu()
     adapted.train(was_training)
     return {"logits": logits, "labels": torch.as_tensor(labels).long(), "features": features.float().cpu(),
-            "indices": torch.arange(len(features))}
+            "indices": torch.arange(len(features)), "text": text}
 
 
 # ----------------------------------------------------------------------------- training

@@ -1,18 +1,9 @@
 """Long-tail breakdown of one run by training shots, and measures of prediction collapse.
 
-Groups by training shots, relative to the head. The many-/medium-/few-shot split of ImageNet-LT
-(Liu et al., "Large-Scale Long-Tailed Recognition in an Open World", CVPR 2019: more than 100,
-20 to 100, fewer than 20 training images) does not fit K <= 16 shots per class, so the groups here
-are octaves below the head count ``H`` (the largest per-class shots of the run):
-
-* ``head``: ``shots >= H / 2`` (within one octave of the head),
-* ``tail``: ``shots <= H / 8`` (three octaves or more below the head),
-* ``medium``: in between.
-
-For the study's long-tailed profile with K = 16 and ratio 16 (:func:`lowres_clip.sampling.long_tail_profile`)
-that is head 8-16, medium 3-7, tail 1-2 shots; a balanced K-shot run has only head classes. This
-rule is stated here, before looking at results; :func:`lowres_clip.sampling.few_shot` labels its
-groups by thirds of the class order instead, and its labels can be passed as ``groups``.
+The head / medium / tail label of each class is not decided here: it comes with the run's split,
+whose owner states the rule (:func:`lowres_clip.sampling.few_shot`: thirds of the class order for
+long-tailed sampling; :meth:`lowres_clip.datasets.SplitDataset.natural_groups` for a naturally
+long-tailed dataset such as Circuits). Every function takes them as ``groups``.
 
 Collapse: a run that predicts few classes for everything. :func:`prediction_collapse` reports the
 share of predictions given to the most-predicted class and the entropy of the predicted-class
@@ -31,31 +22,9 @@ import numpy as np
 import pandas as pd
 
 GROUP_ORDER = ("head", "medium", "tail")
-#: ``head`` when ``shots * HEAD_RATIO >= H``; ``tail`` when ``shots * TAIL_RATIO <= H`` (module doc).
-HEAD_RATIO = 2
-TAIL_RATIO = 8
-
 
 class LongTailInputError(ValueError):
     """Shots, labels or predictions are inconsistent; the message says what."""
-
-
-def shot_groups(shots: Sequence[int], head_ratio: float = HEAD_RATIO, tail_ratio: float = TAIL_RATIO) -> list[str]:
-    """``head`` / ``medium`` / ``tail`` label of every class from its training shots (module doc).
-
-    Args:
-        shots: training images per class (``C`` entries, at least one positive).
-        head_ratio: a class is ``head`` when ``shots * head_ratio >= max(shots)``.
-        tail_ratio: a class is ``tail`` when ``shots * tail_ratio <= max(shots)``
-            (``tail_ratio > head_ratio``).
-    """
-    s = np.asarray(shots, dtype=np.float64)
-    if s.ndim != 1 or s.size == 0 or (s < 0).any() or s.max() <= 0:
-        raise LongTailInputError(f"shots must be non-negative per-class counts with one positive, got {list(shots)}")
-    if not 1 <= head_ratio < tail_ratio:
-        raise LongTailInputError(f"need 1 <= head_ratio < tail_ratio, got {head_ratio} and {tail_ratio}")
-    h = s.max()
-    return ["head" if x * head_ratio >= h else "tail" if x * tail_ratio <= h else "medium" for x in s]
 
 
 def _check(shots, labels, preds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,7 +40,7 @@ def _check(shots, labels, preds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, y, p
 
 
-def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str] | None = None,
+def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str],
                      classnames: Sequence[str] | None = None) -> pd.DataFrame:
     """Recall of every class against its training shots.
 
@@ -82,7 +51,7 @@ def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str] 
     """
     s, y, p = _check(shots, labels, preds)
     c = s.size
-    g = list(groups) if groups is not None else shot_groups(s)
+    g = list(groups)
     if len(g) != c:
         raise LongTailInputError(f"groups must have one entry per class ({c}), got {len(g)}")
     support = np.bincount(y, minlength=c)
@@ -96,7 +65,7 @@ def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str] 
     return df.sort_values(["shots", "class"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def group_accuracy(shots: Sequence[int], labels, preds, groups: Sequence[str] | None = None) -> pd.DataFrame:
+def group_accuracy(shots: Sequence[int], labels, preds, groups: Sequence[str]) -> pd.DataFrame:
     """Accuracy per group: ``group, classes, support, correct, accuracy`` (over the group's test
     images) and ``balanced_accuracy`` (mean recall of its classes with test images); groups in
     head, medium, tail order, empty groups left out."""
@@ -181,7 +150,7 @@ class LongTailSummary:
         return out
 
 
-def longtail_summary(shots: Sequence[int], labels, preds, groups: Sequence[str] | None = None) -> LongTailSummary:
+def longtail_summary(shots: Sequence[int], labels, preds, groups: Sequence[str]) -> LongTailSummary:
     """Accuracy, balanced accuracy, per-group accuracy and collapse of one run (``C = len(shots)``)."""
     per = per_class_recall(shots, labels, preds, groups)
     y, p = np.asarray(labels), np.asarray(preds)

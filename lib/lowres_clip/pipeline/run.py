@@ -35,7 +35,7 @@ def _run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSpl
     extra = {"probe": {"C": probe.C, "val_accuracy": probe.val_accuracy, "search": probe.search}}
     protocol = {"selection": "best_val (C of the logistic regression on validation)", "selected_step": None,
                 "precision": {"train": "fp32", "eval": "fp32"}}
-    return logits, yte, xte, probe.val_accuracy, extra, protocol
+    return logits, yte, xte, None, probe.val_accuracy, extra, protocol
 
 
 def templates_of(spec: RunSpec) -> list[str]:
@@ -93,7 +93,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
             protocol["precision"]["eval"] = precision_name(resolve_precision(cfg.train.precision, adapted.device))
             res = evaluate(adapted, test, cfg.train.eval_batch_size, cfg.train.precision, cfg.train.num_workers,
                            progress=cfg.train.progress, desc=f"test {spec.label}")
-    return res["logits"], res["labels"], res["features"], val_metric, extra, protocol
+    return res["logits"], res["labels"], res["features"], res["text"], val_metric, extra, protocol
 
 
 def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
@@ -108,6 +108,7 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
         wall seconds per step in ``timings``) and the test :class:`~lowres_clip.runs.Predictions`.
     """
     from ..analysis import metrics as metrics_mod
+    from ..analysis.separation import separation_metrics
     from ..models import describe as describe_model
     from ..utils import seed_everything
 
@@ -124,14 +125,17 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
         with timed(timings, "model"):
             bundle = load_model(spec)
         runner = _run_linear_probe if cfg.method == "linear_probe" else _run_adapted
-        logits, labels, feats, val_metric, extra, protocol = runner(spec, bundle, ds, split, timings)
+        logits, labels, feats, text, val_metric, extra, protocol = runner(spec, bundle, ds, split, timings)
         test = test_samples(spec, ds)
         preds = Predictions(
             logits=_np(logits), labels=_np(labels), paths=[s.path for s in test], classnames=list(ds.classnames),
             image_root=str(ds.image_root), run_key=spec.id, features=_np(feats), groups=split.groups,
+            text=None if text is None else _np(text),
         )
         metrics = metrics_mod.summary(preds)
         metrics["val_top1"] = float(val_metric)
+        with timed(timings, "separation"):
+            metrics.update(separation_metrics(preds))
         with timed(timings, "figures"):
             metrics_mod.write_report(preds, root=spec.figures_root)
         with timed(timings, "save"):
