@@ -33,7 +33,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .config import ConfigError, RunConfig
 from .spec import RunSpec
-from .datasets import DatasetError, SplitDataset, dataset_name_problem, load_dataset, val_coverage_note
+from .datasets import DatasetError, SplitDataset, dataset_name_problem, load_dataset, split_problems, val_coverage_note
+from .settings import EMBEDDED_MODEL
 
 
 class PreflightError(ValueError):
@@ -110,8 +111,6 @@ def check_dataset(
         out.problems += [line for line in str(exc).splitlines() if line.strip()]
         return out
     out.dataset = ds
-    from .datasets import split_problems
-
     out.problems += split_problems(ds)
     note = val_coverage_note(ds)
     if note:
@@ -145,8 +144,6 @@ def _light_model_names() -> set[str]:
     configs, the project's (tiny models) and the embedded model."""
     import importlib.util
 
-    from .settings import EMBEDDED_MODEL
-
     dirs = [Path(__file__).resolve().parent / "resources" / "model_configs"]
     spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
     if spec is not None and spec.submodule_search_locations:
@@ -158,8 +155,6 @@ def _light_weights_problems(model: str, weights: str | None) -> list[str] | None
     """The weights' problems when they can be decided without open_clip (random, embedded, a file),
     else ``None`` (a pretrained tag: :func:`lowres_clip.models.weights_problem` decides)."""
     import importlib.util
-
-    from .settings import EMBEDDED_MODEL
 
     w = "" if weights is None else str(weights)
     if w.lower() in ("random", "none", ""):

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..datasets import ImageDataset, Sample
 from ..models import ModelUnavailableError
+from ..spec import default_cache_root
 from ..settings import KINDS, PAIRINGS, AugmentError, GeneratorConfig, check_kind, runtime_field  # noqa: F401
 
 Kind = Literal["preserving", "breaking"]
@@ -155,8 +156,6 @@ def default_out_dir(dataset: str, generator: ImageGenerator, cache_root: str | P
     ``cache_root`` defaults to :func:`lowres_clip.spec.default_cache_root` (``$LOWRES_CLIP_CACHE``).
     """
     if cache_root is None:
-        from ..spec import default_cache_root
-
         cache_root = default_cache_root()
     return Path(cache_root) / "augment" / dataset / settings_folder_name(generator)
 
