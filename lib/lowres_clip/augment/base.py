@@ -126,6 +126,13 @@ class ImageGenerator(abc.ABC):
     def prepare(self, sources: Sequence[SourceImage]) -> None:
         """Called once per :func:`generate` call with all its source images (default: nothing)."""
 
+    def availability_problem(self, probe: bool = True) -> str | None:
+        """One line saying what this generator needs to make images and does not find on this machine,
+        or ``None`` (loads and downloads nothing; ``probe``: it may ask the network whether a missing
+        model can be downloaded now). The preflight asks this before any notebook runs. Default:
+        nothing is needed."""
+        return None
+
     @abc.abstractmethod
     def make(self, source: SourceImage, image, kind: str, strength: float, seeds: Sequence[int]) -> list:
         """Return one PIL image per seed, made from ``image`` (the source, RGB PIL) at ``strength``."""
