@@ -169,8 +169,31 @@ def test_load_pipeline_from_a_local_folder(sources, tmp_path):
     folder = tmp_path / "tiny-sd"
     tiny_pipeline(diffusers.StableDiffusionImg2ImgPipeline).save_pretrained(folder)
     gen = DiffusionGenerator(tiny_config(model_id=str(folder), local_files_only=True))
+    assert gen.availability_problem() is None  # what the preflight asks: a complete folder passes
     m = generate(samples[:1], ds.image_root, ds.classnames, tmp_path / "out", "preserving", gen, progress=False)
     assert isinstance(gen.load().scheduler, diffusers.DDIMScheduler)
     assert gen.load().safety_checker is None
     assert len(m) == 2 and all(Image.open(m.file(r)).size == (32, 32) for r in m)
     assert {r.model_id for r in m} == {str(folder)}
+
+
+def test_availability_names_what_a_folder_or_the_cache_lacks(tmp_path, monkeypatch):
+    """The preflight's question to the generator: an incomplete folder (as diffusers refuses it), no
+    folder, an uncached hub id offline; each one line with the local-folder advice. Nothing loads."""
+    from lowres_clip.augment.diffusion import weights_problem
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "tiny-sd"
+    tiny_pipeline(diffusers.StableDiffusionImg2ImgPipeline).save_pretrained(folder)
+    for weights in (folder / "unet").glob("*.safetensors"):
+        weights.unlink()
+    line = weights_problem(tiny_config(model_id=str(folder)))
+    assert "lacks unet/ weights" in line and "--set augmentation.generator.model_id=" in line
+    with pytest.raises(Exception):  # diffusers agrees: the folder does not load
+        diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(folder, safety_checker=None, local_files_only=True)
+    assert "no such folder" in weights_problem(tiny_config(model_id=str(tmp_path / "nowhere")))
+    gen = make_generator("diffusion", dataset="eurosat", model_id="no-such-org/no-such-sd")
+    line = gen.availability_problem()
+    assert line.startswith("Stable Diffusion weights 'no-such-org/no-such-sd'") and "not in the Hugging Face cache" in line
+    assert "HF_HUB_OFFLINE is set" in line and "\n" not in line
+    assert make_generator("classic").availability_problem() is None

@@ -223,32 +223,3 @@ def test_configuration_layer_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"the configuration layer imported {out}"
 
-
-def test_no_import_cycles_between_modules():
-    """No module of the package imports a module that imports it back (lazy imports included)."""
-    import ast
-
-    root = Path(__file__).resolve().parents[1] / "lib" / "lowres_clip"
-
-    def module_name(path: Path) -> str:
-        rel = path.relative_to(root.parent).with_suffix("")
-        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-        return ".".join(parts)
-
-    graph: dict[str, set[str]] = {}
-    for path in root.rglob("*.py"):
-        name = module_name(path)
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-                deps.add(target)
-                deps.update(f"{target}.{a.name}" for a in node.names)
-        graph[name] = {d for d in deps if d != name}
-    modules = set(graph)
-    graph = {k: {d for d in v if d in modules} for k, v in graph.items()}
-    cycles = sorted((a, b) for a, deps in graph.items() for b in deps if a in graph.get(b, ()) and a < b)
-    assert cycles == [], f"modules importing each other: {cycles}"

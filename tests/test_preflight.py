@@ -1,4 +1,5 @@
-"""Bad input fails fast, in one line, before any notebook: data, images, model, weights, grid, Ctrl-C.
+"""Bad input fails fast, in one line, before any notebook: data, images, model, weights, generator
+weights, grid, Ctrl-C.
 
 Every case uses small generated data and prints the line(s) a user would see (``pytest -s``).
 """
@@ -302,6 +303,40 @@ def test_study_stops_before_any_notebook_with_one_line_per_problem(roots, tmp_pa
     assert rc == 2 and len(err) == 2
     assert err[0] == "error: preflight: 1 problem, nothing ran:" and "EuroSAT folder not found" in err[1]
     assert not Path(roots["runs_root"]).exists()  # no run folder, empty or not
+
+
+def test_missing_diffusion_weights_stop_the_study_before_any_notebook(roots, eurosat_root, tmp_path, capsys, monkeypatch):
+    """The paper profile's lora+aug-diffusion on a machine without the Stable Diffusion weights: one
+    preflight line with the local-folder advice, nothing runs (it used to fail inside its notebook)."""
+    import yaml
+
+    from lowres_clip import study
+    from lowres_clip.config import load_profile
+
+    raw = yaml.safe_load(load_profile("smoke").path.read_text())
+    raw["grid"] = {"datasets": ["eurosat"], "shots": [1], "seeds": [1], "methods": ["zero_shot", "lora+aug-diffusion"]}
+    profile = tmp_path / "diffusion.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = "no-such-org/no-such-sd"
+    cfg = resolve_config("smoke", {"augmentation.generator.model_id": missing}, method="lora+aug-diffusion")
+    assert preflight.generator_problems(cfg, probe=False)[0].startswith(f"Stable Diffusion weights '{missing}'")
+    assert preflight.generator_problems(resolve_config("smoke", None, method="lora+aug-classic")) == []
+    args = ["--profile", str(profile), "--dataset", "eurosat", "--data-root", str(eurosat_root),
+            "--methods", "zero_shot", "lora+aug-diffusion", "--shots", "1", "--seeds", "1",
+            "--set", f"augmentation.generator.model_id={missing}"]
+    for name, value in roots.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    t0 = time.perf_counter()
+    rc = study.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    _show(err, t0)
+    assert rc == 2 and "error: preflight: 1 problem, nothing ran:" in err  # after the images' progress bar
+    line = err[err.index("error: preflight: 1 problem, nothing ran:") + 1:]
+    assert len(line) == 1 and line[0].strip().startswith(f"augmentation: Stable Diffusion weights '{missing}'")
+    assert "--set augmentation.generator.model_id=/path/to/folder" in line[0]
+    assert not Path(roots["runs_root"]).exists()  # no notebook ran, no run folder
 
 
 def test_any_profile_runs_any_dataset(roots, tmp_path):

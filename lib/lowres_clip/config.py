@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -460,8 +461,6 @@ class GridEntry:
 def _value_text(value: Any) -> str:
     """A value as an entry writes it, with no spaces but inside quoted strings (entries name jobs):
     scalars bare when they read back as themselves, lists as ``[a,b]``, anything else compact JSON."""
-    import json
-
     if isinstance(value, list):
         return "[" + ",".join(_value_text(v) for v in value) + "]"
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))

@@ -76,6 +76,8 @@ import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -90,6 +92,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .bundle import ClipBundle, ModelUnavailableError, default_device
+from .spec import default_cache_root
 from .settings import EMBEDDED_MODEL  # noqa: F401 (open_clip architecture name; lives in the light settings module)
 
 EMBEDDED_WEIGHTS = "embedded"
@@ -473,8 +476,6 @@ def embedded_dir(cache_dir: str | Path | None = None) -> Path:
     ``cache_dir`` defaults to ``<$LOWRES_CLIP_CACHE or <repo>/.cache/lowres_clip>/embedded``.
     """
     if cache_dir is None:
-        from .spec import default_cache_root
-
         cache_dir = default_cache_root() / "embedded"
     return Path(cache_dir) / EMBEDDED_MODEL
 
@@ -599,9 +600,6 @@ def _build_in_single_threaded_process(cache_dir: str | Path | None, force: bool,
     (``torch.set_num_threads``, ``threadpoolctl``) do not give the same bytes as a process started
     single-threaded (measured: two different builds), so every caller, a pytest run or a notebook
     kernel or a worker, gets the one build of this machine."""
-    import subprocess
-    import sys
-
     env = {**os.environ, **{k: "1" for k in SINGLE_THREAD_ENV}}
     code = ("import json, sys; from lowres_clip.embedded import EmbeddedBuildConfig, build_embedded; "
             "print(build_embedded(sys.argv[1] or None, sys.argv[2] == '1', EmbeddedBuildConfig(**json.loads(sys.argv[3]))))")

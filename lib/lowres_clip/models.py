@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import open_clip
 import torch
+from open_clip import pretrained as oc_pretrained
 
 from .bundle import ClipBundle, ModelUnavailableError, default_device, resolve_device  # noqa: F401 (re-exported)
 from .settings import EMBEDDED_MODEL
@@ -89,8 +90,6 @@ def _hub_file(pretrained_cfg: dict) -> tuple[str, list[str]] | None:
 
 def cached_weights(model_name: str, tag: str, cache_dir: str | None = None) -> str | None:
     """Path of the cached checkpoint of an open_clip pretrained tag, or ``None`` (downloads nothing)."""
-    from open_clip import pretrained as oc_pretrained
-
     cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
     if not cfg:
         return None
@@ -115,8 +114,6 @@ def cached_weights(model_name: str, tag: str, cache_dir: str | None = None) -> s
 def weights_reachable(model_name: str, tag: str, timeout: float = 5.0) -> str | None:
     """``None`` when the weights of ``tag`` can be downloaded now (a HEAD request, nothing is
     downloaded), else why not. Offline mode (``HF_HUB_OFFLINE``) counts as unreachable."""
-    from open_clip import pretrained as oc_pretrained
-
     cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
     hub = _hub_file(cfg)
     if hub is not None and oc_pretrained.has_hf_hub():

@@ -12,7 +12,11 @@ checks, once per dataset and once per model (however many runs share them):
   (nothing is loaded); the weights are obtainable: ``random``, an existing checkpoint file, the
   embedded model's packages, or a known pretrained tag that is cached or downloadable now;
   otherwise the line is the offline advice (which model, which tag, ``weights=/path``);
-* **device** -- CUDA asked for where there is none.
+* **device** -- CUDA asked for where there is none;
+* **augmentation** -- what each run's generator needs is on this machine, asked of the generator
+  (:meth:`lowres_clip.augment.base.ImageGenerator.availability_problem`): for ``diffusion`` the
+  Stable Diffusion weights (a complete local folder or Hugging Face cache, or downloadable now),
+  with the advice to point ``augmentation.generator.model_id`` to a local folder.
 
 Each problem is one line saying what is wrong and what to do. Notes (not problems) are printed too,
 e.g. a validation split that covers only part of the classes (Circuits).
@@ -33,7 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .config import ConfigError, RunConfig
 from .spec import RunSpec
-from .datasets import DatasetError, SplitDataset, dataset_name_problem, load_dataset, val_coverage_note
+from .datasets import DatasetError, SplitDataset, dataset_name_problem, load_dataset, split_problems, val_coverage_note
+from .settings import EMBEDDED_MODEL
 
 
 class PreflightError(ValueError):
@@ -110,8 +115,6 @@ def check_dataset(
         out.problems += [line for line in str(exc).splitlines() if line.strip()]
         return out
     out.dataset = ds
-    from .datasets import split_problems
-
     out.problems += split_problems(ds)
     note = val_coverage_note(ds)
     if note:
@@ -145,8 +148,6 @@ def _light_model_names() -> set[str]:
     configs, the project's (tiny models) and the embedded model."""
     import importlib.util
 
-    from .settings import EMBEDDED_MODEL
-
     dirs = [Path(__file__).resolve().parent / "resources" / "model_configs"]
     spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
     if spec is not None and spec.submodule_search_locations:
@@ -158,8 +159,6 @@ def _light_weights_problems(model: str, weights: str | None) -> list[str] | None
     """The weights' problems when they can be decided without open_clip (random, embedded, a file),
     else ``None`` (a pretrained tag: :func:`lowres_clip.models.weights_problem` decides)."""
     import importlib.util
-
-    from .settings import EMBEDDED_MODEL
 
     w = "" if weights is None else str(weights)
     if w.lower() in ("random", "none", ""):
@@ -193,6 +192,19 @@ def model_problems(model: str, weights: str | None, probe: bool = True) -> list[
     return [problem] if problem else []
 
 
+def generator_problems(cfg: RunConfig, probe: bool = True) -> list[str]:
+    """What the run's augmentation generator needs and does not find here (diffusion: its weights),
+    as the generator itself says (:meth:`~lowres_clip.augment.base.ImageGenerator.availability_problem`;
+    builds the generator, loads no model)."""
+    if cfg.augmentation.kind == "none":
+        return []
+    from .augment import make_generator  # torch and open_clip: only for runs that generate images
+
+    generator = make_generator(cfg.augmentation.kind, dataset=cfg.dataset, **cfg.augmentation.generator_options())
+    problem = generator.availability_problem(probe=probe)
+    return [problem] if problem else []
+
+
 def device_problem(device: str, precision: str | None = None) -> str | None:
     """One line when CUDA is asked for and there is none, or fp16 training on a CPU."""
     import torch
@@ -215,13 +227,13 @@ def run_preflight(
     progress: bool = True,
     check_device: bool = True,
 ) -> PreflightReport:
-    """Check the data, model, weights and device of every run, once per distinct value.
+    """Check the data, model, weights, device and generator of every run, once per distinct value.
 
     Args:
         configs: the study's resolved run configurations (duplicates are cheap).
         verify_images: decode every image (remembered under each run's cache root).
-        probe_weights: ask the network whether uncached pretrained weights can be downloaded
-            (a HEAD request); without it, uncached weights are a problem.
+        probe_weights: ask the network whether uncached pretrained weights (open_clip's, a
+            generator's) can be downloaded (a HEAD request); without it, uncached weights are a problem.
         progress: progress bars while decoding images.
         check_device: check the device here (not for executors whose jobs run on other machines).
     """
@@ -242,6 +254,11 @@ def run_preflight(
         if (key := ("model", cfg.model, cfg.weights)) not in seen:
             seen.add(key)
             add("model", model_problems(cfg.model, cfg.weights, probe=probe_weights))
+        if cfg.augmentation.kind != "none":
+            key = ("augmentation", cfg.augmentation.kind, repr(sorted(cfg.augmentation.generator_options().items())))
+            if key not in seen:
+                seen.add(key)
+                add("augmentation", generator_problems(cfg, probe=probe_weights))
         if (problem := dataset_name_problem(cfg.dataset)) is not None:
             add("data", [problem])
             continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -30,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .runs import Stale, stale_records  # noqa: F401 (re-exported)
-from .spec import FIGURES_ROOT, RECORD_FILE, REPO, RUNS_ROOT, STUDY_LOGS, resolve_origin
+from .config import RunConfig, parse_entry
+from .registry import study_order
+from .runs import Stale, load_records, stale_records  # noqa: F401 (re-exported)
+from .spec import FIGURES_ROOT, RECORD_FILE, REPO, RUNS_ROOT, STUDY_LOGS, RunSpec, flatten, resolve_origin
 
 RECORDS_ROOT = FIGURES_ROOT / "records"
 README = REPO / "README.md"
@@ -68,8 +71,6 @@ def publish(dataset: str, runs_root: Path = RUNS_ROOT, dest: Path = RECORDS_ROOT
             run by hand, or before study logs named their runs): the published study would not be
             the study that ran. Rerun them through ``python -m lowres_clip.study`` (``--force``).
     """
-    from .runs import load_records
-
     records = load_records(runs_root, dataset)
     if not records:
         raise FileNotFoundError(f"no records of {dataset!r} under {runs_root}; run the study first.")
@@ -106,8 +107,6 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
     std over seeds; ``figure`` (a path relative to the README) is embedded above it. Computed from the
     table: the best method per K, the largest seed spread, and the goal at the largest K (each
     method's mean within :data:`GOAL_POINTS` of the linear probe's)."""
-    from .registry import study_order
-
     commits = sorted({r.commit for r in records})
     dates = sorted(dt.datetime.fromtimestamp(r.created, dt.timezone.utc).strftime("%Y-%m-%d") for r in records)
     machines = sorted({f"{r.machine.get('cpu', '?')}, {r.machine.get('cores', '?')} cores" for r in records})
@@ -229,8 +228,6 @@ def _mean_timings(records) -> dict[str, dict[str, float]]:
 
 def _relative(path: Path, start: Path) -> str:
     """``path`` relative to ``start`` (POSIX), for a link in the README."""
-    import os
-
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
@@ -248,9 +245,6 @@ def render(dataset: str, records_root: Path = RECORDS_ROOT, readme: Path = READM
            figures_root: Path = FIGURES_ROOT) -> dict[str, Any]:
     """Tables and figures under ``figures/{dataset}/tables/`` and the README block, from committed records."""
     from .pipeline.report import report_tables
-    from .runs import load_records
-    from .spec import RunSpec
-    from .config import RunConfig
 
     records = load_records(records_root, dataset)
     if not records:
@@ -355,9 +349,6 @@ def select(records, methods: Sequence[str] | None = None, shots: Sequence[int] |
     (``meta_adapter[meta_adapter.budget=run]``) only the records whose config holds them (a key a
     record's config lacks reads as the current default: fields added later default to what the
     code did before them)."""
-    from .config import RunConfig, parse_entry
-    from .spec import flatten
-
     entries = [parse_entry(m) for m in methods] if methods else None
     defaults = flatten(RunConfig().to_dict())
 
@@ -374,8 +365,6 @@ def select(records, methods: Sequence[str] | None = None, shots: Sequence[int] |
 # ----------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lowres_clip.results {publish,render,stale,reproduce}`` (see the module docstring)."""
-    from .runs import load_records
-
     parser = argparse.ArgumentParser(prog="python -m lowres_clip.results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("publish", "render", "stale", "reproduce"):

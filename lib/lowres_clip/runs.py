@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
+from .config import ConfigError
 from .spec import REPO, RECORD_FILE, RUNS_ROOT, RunSpec, distinguishing, resolve_origin
 
 TRACKED_PACKAGES = (
@@ -238,8 +239,6 @@ class Stale:
 
 def stale_records(records) -> list[Stale]:
     """Records whose stored settings hash differs from the current code's for the same command."""
-    from .config import ConfigError
-
     out = []
     for r in records:
         origin = r.identity.get("origin")

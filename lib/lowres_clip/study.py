@@ -43,8 +43,10 @@ virtualenv's own (``python -m ipykernel install --sys-prefix``).
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import datetime as dt
+import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +57,8 @@ import yaml
 
 from . import interrupt, preflight
 from . import registry
+from .atomic import atomic_write_text
+from .cluster import EXECUTORS, merge_cluster
 from .config import PROFILES_DIR, ConfigError, GridEntry, Profile, RunConfig, load_profile, parse_entry, resolve_config
 from .jobs import (  # noqa: F401 (re-exported: the study's names)
     KERNEL_NAME,
@@ -366,7 +370,6 @@ def run_study(
         dry_run: print what would run or be submitted (executor, resources, skips), run nothing.
     """
     from . import executors
-    from .cluster import merge_cluster
 
     t0 = time.time()
     prof = load_profile(profile)
@@ -409,8 +412,6 @@ def run_study(
 def made_runs(specs: Sequence[RunSpec], started: float) -> list[str]:
     """Ids of the runs among ``specs`` whose record was written at or after ``started`` (UNIX time):
     the runs this invocation made, not the ones it found finished."""
-    import json
-
     made = set()
     for spec in specs:
         try:
@@ -431,10 +432,6 @@ def write_log(base: RunSpec, result: StudyResult, command: str | None, executor:
     only skipped finished work never replaces it (its timing would describe a study that did nothing).
     An invocation stopped by Ctrl-C is logged with ``interrupted: true`` and the runs it finished.
     """
-    import datetime as dt
-    import json
-
-    from .atomic import atomic_write_text
     from .runs import machine
 
     now = dt.datetime.now(dt.timezone.utc)
@@ -465,8 +462,6 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--executor``, ``--workers`` and the ``--slurm-*`` flags (defaults: the profile's ``cluster:``)."""
-    from .cluster import EXECUTORS
-
     g = parser.add_argument_group("executor (defaults: the profile's cluster: section; see lowres_clip.executors)")
     g.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="sequential (default), local (--workers in parallel here) or slurm (one job per notebook)")

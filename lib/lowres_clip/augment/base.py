@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..datasets import ImageDataset, Sample
 from ..models import ModelUnavailableError
+from ..spec import default_cache_root
 from ..settings import KINDS, PAIRINGS, AugmentError, GeneratorConfig, check_kind, runtime_field  # noqa: F401
 
 Kind = Literal["preserving", "breaking"]
@@ -125,6 +126,13 @@ class ImageGenerator(abc.ABC):
     def prepare(self, sources: Sequence[SourceImage]) -> None:
         """Called once per :func:`generate` call with all its source images (default: nothing)."""
 
+    def availability_problem(self, probe: bool = True) -> str | None:
+        """One line saying what this generator needs to make images and does not find on this machine,
+        or ``None`` (loads and downloads nothing; ``probe``: it may ask the network whether a missing
+        model can be downloaded now). The preflight asks this before any notebook runs. Default:
+        nothing is needed."""
+        return None
+
     @abc.abstractmethod
     def make(self, source: SourceImage, image, kind: str, strength: float, seeds: Sequence[int]) -> list:
         """Return one PIL image per seed, made from ``image`` (the source, RGB PIL) at ``strength``."""
@@ -155,8 +163,6 @@ def default_out_dir(dataset: str, generator: ImageGenerator, cache_root: str | P
     ``cache_root`` defaults to :func:`lowres_clip.spec.default_cache_root` (``$LOWRES_CLIP_CACHE``).
     """
     if cache_root is None:
-        from ..spec import default_cache_root
-
         cache_root = default_cache_root()
     return Path(cache_root) / "augment" / dataset / settings_folder_name(generator)
 

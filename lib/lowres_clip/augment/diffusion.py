@@ -9,11 +9,16 @@ the original code: SD v1 weights, DDIM scheduler, 50 steps, eta 0, guidance scal
 The weights are loaded lazily on the first image that must be made (a rerun over existing images
 never loads them) or eagerly with :meth:`DiffusionGenerator.load`. Offline without cached weights,
 loading raises :class:`~lowres_clip.augment.base.GeneratorUnavailableError` naming the classic
-fallback. A pipeline built elsewhere (e.g. a tiny random one in tests) can be passed instead.
+fallback; the study's preflight asks :meth:`DiffusionGenerator.availability_problem`
+(:func:`weights_problem`) first, so a run without the weights stops before any notebook. A pipeline
+built elsewhere (e.g. a tiny random one in tests) can be passed instead.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -31,6 +36,88 @@ def unavailable_message(model_id: str, exc: BaseException) -> str:
         "diffusion model use the classic generator instead: generate(..., generator='classic') / "
         "make_generator('classic') (augmentation kind='classic')."
     )
+
+
+NOT_LOADED = ("safety_checker",)
+"""Pipeline parts :meth:`DiffusionGenerator.load` does not load (so their files need not be there)."""
+
+
+def missing_parts(folder: Path) -> list[str]:
+    """What a pipeline folder (a ``save_pretrained`` folder or a hub snapshot) lacks for loading:
+    ``model_index.json``, a part's folder it names, or a model part's weights (a part with a
+    ``config.json`` needs a ``.safetensors`` or ``.bin`` file)."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return ["model_index.json"]
+    try:
+        parts = json.loads(index.read_text())
+    except ValueError:
+        return ["a readable model_index.json"]
+    missing = []
+    for name, value in parts.items():
+        if name.startswith("_") or name in NOT_LOADED or not (isinstance(value, list) and value and value[0]):
+            continue
+        part = folder / name
+        files = [p for p in part.iterdir() if p.is_file()] if part.is_dir() else []
+        if not files:
+            missing.append(f"{name}/")
+        elif (part / "config.json").is_file() and not any(p.suffix in (".safetensors", ".bin") for p in files):
+            missing.append(f"{name}/ weights")
+    return missing
+
+
+def weights_problem(config: DiffusionConfig, probe: bool = True, timeout: float = 5.0) -> str | None:
+    """One line when the pipeline ``config.model_id`` names cannot be loaded here, or ``None``.
+
+    Nothing is loaded or downloaded. A local folder must hold a complete pipeline
+    (:func:`missing_parts`); a hub id must be complete in the Hugging Face cache (``revision``), or,
+    with ``probe`` and without ``local_files_only`` / ``HF_HUB_OFFLINE``, downloadable now (a HEAD
+    request for its ``model_index.json``). The line says how to get the weights or point
+    ``augmentation.generator.model_id`` to a local folder.
+    """
+    model_id = config.model_id
+    folder = Path(os.path.expanduser(model_id))
+    if folder.is_dir():
+        missing = missing_parts(folder)
+        return _advice(model_id, f"the folder lacks {', '.join(missing)}", local=True) if missing else None
+    if model_id.startswith((".", "/", "~")) or os.sep + os.sep in model_id or model_id.count("/") > 1:
+        return _advice(model_id, "no such folder", local=True)
+    from huggingface_hub import snapshot_download
+
+    why = "not in the Hugging Face cache"
+    try:
+        snapshot = Path(snapshot_download(model_id, revision=config.revision, local_files_only=True))
+    except Exception as exc:  # not cached, or not a valid repo id: many error types
+        if type(exc).__name__ == "HFValidationError":
+            return _advice(model_id, "neither a folder nor a Hugging Face model id", local=True)
+    else:
+        missing = missing_parts(snapshot)
+        if not missing:
+            return None
+        why = f"not fully cached: {snapshot} lacks {', '.join(missing)}"
+    if probe and not config.local_files_only:
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+            why += "; HF_HUB_OFFLINE is set"
+        else:
+            from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+            try:
+                get_hf_file_metadata(hf_hub_url(model_id, "model_index.json", revision=config.revision), timeout=timeout)
+                return None  # downloadable now: the first image loads it
+            except Exception as exc:  # network errors come in many types
+                why += f"; not downloadable now ({type(exc).__name__})"
+    return _advice(model_id, why)
+
+
+def _advice(model_id: str, why: str, local: bool = False) -> str:
+    get = ("save a complete pipeline there (pipe.save_pretrained(folder) or "
+           f"`huggingface-cli download {DEFAULT_MODEL_ID} --local-dir folder`)" if local else
+           f"download them once where there is internet (`huggingface-cli download {model_id}`; "
+           "HF_HOME must be the same here)")
+    return (f"Stable Diffusion weights '{model_id}' (augmentation kind 'diffusion') are not available: {why}. "
+            f"Either {get}, or point the runs to a local folder holding the pipeline with "
+            "--set augmentation.generator.model_id=/path/to/folder, or use the classic generator "
+            "(a method label with +aug-classic instead of +aug-diffusion).")
 
 
 class DiffusionGenerator(ImageGenerator):
@@ -74,6 +161,10 @@ class DiffusionGenerator(ImageGenerator):
         from ..models import default_device
 
         return torch.device(self.config.device) if self.config.device else default_device()
+
+    def availability_problem(self, probe: bool = True) -> str | None:
+        """The pipeline's weights, when none was given: :func:`weights_problem`."""
+        return None if self._pipe is not None else weights_problem(self.config, probe=probe)
 
     def _configure(self, pipe: Any) -> Any:
         if self.config.scheduler == "ddim":

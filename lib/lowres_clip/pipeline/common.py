@@ -8,6 +8,7 @@ from typing import Iterator
 
 from ..datasets import Sample, SplitDataset
 from ..features import FeatureCache
+from ..settings import EMBEDDED_MODEL
 from ..smoke import resolve_data_root  # noqa: F401 (re-exported: the steps use it)
 from ..spec import RunSpec
 
@@ -49,8 +50,6 @@ def test_samples(spec: RunSpec, ds: SplitDataset) -> list[Sample]:
 
 def caveats(spec: RunSpec) -> list[str]:
     """Warnings that belong next to this run's numbers (e.g. the embedded model's zero-shot caveat)."""
-    from ..settings import EMBEDDED_MODEL
-
     cfg = spec.config
     out = []
     if cfg.model == EMBEDDED_MODEL or cfg.weights == "embedded":

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..datasets import ImageDataset, SplitDataset
 from ..features import image_features, prepared_images
-from ..runs import Predictions, RunRecord, load_records
+from ..runs import Predictions, RunRecord, aggregate, load_records
 from ..sampling import FewShotSplit
 from ..spec import RunSpec
 from .augment import augmentation_datasets
@@ -238,7 +238,6 @@ class GridResults:
         """Accuracy against K (mean ± 1 std over seeds) when the runs span several K, else the
         per-class accuracy of the run."""
         from .. import plots
-        from ..runs import aggregate
 
         if len({s.config.shots for s in self.specs}) > 1:
             return plots.accuracy_vs_shots(aggregate(self.records, (metric,)), metric,
