@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lowres_clip import registry, study
-from lowres_clip.config import ConfigError, resolve_config
+from lowres_clip.config import ConfigError, load_profile, resolve_config
 from lowres_clip.runs import RunRecord
 from lowres_clip.spec import resolve_run
 
@@ -96,10 +97,14 @@ def test_a_toy_method_runs_through_the_study_and_trains(toy, tmp_path):
     """The toy method through the study runner (papermill, notebook kernels): a record whose
     training moved exactly the toy's parameters."""
     roots = {name: str(tmp_path / name.split("_")[0]) for name in ("runs_root", "figures_root", "cache_root")}
-    result = study.run_study("smoke", "eurosat", methods=["toy_bias"], shots=[1], seeds=[1], jobs_per="run",
+    raw = yaml.safe_load(load_profile("smoke").path.read_text())
+    raw["grid"].update(methods=["toy_bias"], failure_pairs=[])  # the smoke profile with the toy method as its grid
+    profile = tmp_path / "toy.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+    result = study.run_study(str(profile), "eurosat", methods=["toy_bias"], shots=[1], seeds=[1], jobs_per="run",
                              progress=False, **roots)
     assert result.ok, result
-    spec = resolve_run("smoke", method="toy_bias", shots=1, seed=1, **roots)
+    spec = resolve_run(str(profile), method="toy_bias", shots=1, seed=1, **roots)
     assert spec.is_finished()
     record = RunRecord.load(spec.record_path)
     movement = record.extra["train"]["movement"]
