@@ -77,7 +77,8 @@ def test_parameters_override_profile_values():
     assert cfg.model == "tiny-vit"  # None keeps the profile's value
     assert cfg.method == "lora+bitfit"  # canonical order
     assert RunSpec(cfg).key == "circuits/tiny-vit-random/lora+bitfit/k4-s3"
-    assert cfg.train.seed == 3  # the run seed drives training too
+    assert cfg.train_settings().seed == 3  # the run seed drives training too
+    assert RunSpec(cfg).settings["train"]["seed"] == 3  # and the settings show it (hash continuity)
 
 
 def test_nested_and_dotted_overrides():

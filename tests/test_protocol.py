@@ -44,7 +44,13 @@ from lowres_clip.methods.meta_adapter import MetaAdapter
 from lowres_clip.models import load_clip
 from lowres_clip.prompts import PromptError, resolve_templates
 from lowres_clip.runs import Predictions
-from lowres_clip.settings import AUGMENT_PROTOCOLS, TrainConfig, effective_train
+from lowres_clip.registry import effective_train as registry_effective_train
+from lowres_clip.settings import AUGMENT_PROTOCOLS, TrainConfig
+
+
+def effective_train(train, method, meta):
+    """The loop a method's label trains with, the Meta-Adapter's settings being ``meta``."""
+    return registry_effective_train(train, method, {"meta_adapter": meta}.get)
 from lowres_clip.train import TaskLoss, resolve_iterations, select_checkpoint, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -461,7 +467,7 @@ def test_augmentation_variants_follow_lrv_and_the_seed_report():
 
     for variant, ref in (("lrv", LRV), ("seed", SEED_REPORT)):
         cfg = resolve_config("paper", method="lora+aug-diffusion", overrides={"augmentation.variant": variant})
-        protocol = cfg.train.augment_protocol()
+        protocol = cfg.train_settings().augment_protocol()
         gen = from_dict(generator_config_class("diffusion"), cfg.augmentation.generator_options())
         assert protocol.variant == variant
         assert (protocol.breaking_lambda, protocol.bank_batches) == (ref["breaking_lambda"], ref["bank_batches"])
@@ -476,9 +482,9 @@ def test_augmentation_variants_follow_lrv_and_the_seed_report():
         else:
             assert (protocol.preserving_mode, protocol.pairing) == ("extend", "two_breaking")
     assert resolve_config("paper", method="lora+aug-diffusion").augmentation.variant == "lrv"  # the default
-    assert resolve_config("cpu", method="lora+aug-classic").train.augment_protocol().variant == "lrv"
+    assert resolve_config("cpu", method="lora+aug-classic").train_settings().augment_protocol().variant == "lrv"
     own = resolve_config("paper", method="lora+aug-diffusion", overrides={"train.breaking_bank_size": 7})
-    assert own.train.augment_protocol().bank_batches == 7 != LRV["bank_batches"]  # a run may override one value
+    assert own.train_settings().augment_protocol().bank_batches == 7 != LRV["bank_batches"]  # a run may override one value
     with pytest.raises(ConfigError, match="variant"):
         resolve_config("paper", overrides={"augmentation.variant": "paper"})
 
@@ -622,6 +628,6 @@ def test_meta_adapter_run_budget_trains_with_the_run_loop():
     assert effective_train(base, "meta_adapter", meta).lr == META_ADAPTER["lr"]
     assert effective_train(base, "meta_adapter", MetaAdapterConfig(train=meta.train, budget="run")) is base
     assert resolve_config("cpu", {"meta_adapter.budget": "run"}, method="meta_adapter").effective_train() == \
-        resolve_config("cpu", method="lora").train
+        resolve_config("cpu", method="lora").train_settings()
     with pytest.raises(ConfigError, match="budget must be one of"):
         resolve_config("cpu", {"meta_adapter.budget": "long"}, method="meta_adapter")

@@ -66,7 +66,6 @@ from .settings import (  # noqa: F401 (ConfigError is re-exported: the configura
     MetaAdapterConfig,
     TrainConfig,
     check_variant,
-    effective_train,
     runtime_field,
 )
 
@@ -103,7 +102,8 @@ class AugmentConfig:
         use: which generated images train the model: ``"both"`` (label-preserving images in the
             supervised loss + label-breaking pairs in the breaking loss), ``"preserving"`` or
             ``"breaking"``.
-        variant: ``"lrv"`` or ``"seed"`` (see above); copied to ``train.augment_variant``.
+        variant: ``"lrv"`` or ``"seed"`` (see above); the training loop's ``augment_variant``
+            (:meth:`RunConfig.train_settings`).
         generator: fields of the generator's config, checked against
             :class:`~lowres_clip.augment.classic.ClassicConfig` or
             :class:`~lowres_clip.augment.diffusion.DiffusionConfig` (e.g. ``num_samples``,
@@ -173,8 +173,8 @@ class RunConfig:
         method: ``zero_shot``, ``linear_probe`` or any ``+``-combination of ``lora``, ``bitfit``,
             ``meta_adapter`` (written in the canonical order ``lora+bitfit+meta_adapter``).
         shots: K, training images per class (validation: ``min(K, 4)`` per class).
-        seed: seed of the shot sampling, adapter initialisation and training (``train.seed`` is
-            always set to it).
+        seed: seed of the shot sampling, adapter initialisation and training (the training loop
+            gets it: :meth:`train_settings`; ``train.seed`` itself is not read for a run).
         long_tail_ratio: ``None`` for balanced K-shot; else per-class shots decay from K to K/ratio.
         template: the prompt template of training and zero-shot: a name from
             ``resources/prompts.yaml`` (``clip`` = "a photo of a {}.", ``coop_eurosat`` = "a centered
@@ -198,6 +198,10 @@ class RunConfig:
             analysis samples).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         profile: name of the profile the config came from (informational, kept in the record).
+        plugin_settings: the settings of methods registered outside the package
+            (:func:`lowres_clip.registry.register_method`), by their ``config_field``; written in
+            profiles and overrides like a field (``toy: {scale: 2}``), read by :meth:`settings_of`.
+            Empty (the default) it is left out of a run's settings, so no hash changed when it came.
     """
 
     dataset: str = "eurosat"
@@ -224,15 +228,19 @@ class RunConfig:
     smoke: bool = False
     device: str = runtime_field("auto", "where it runs")
     profile: str = runtime_field("", "informational")
+    plugin_settings: dict[str, Any] = field(default_factory=dict, metadata={
+        "absent_means": {}, "doc": "settings of methods registered outside the package"})
 
     def validate(self, path: str = "") -> None:
         """Check values that types cannot (method names, ranges); raise :class:`ConfigError`.
 
-        ``path`` prefixes the key names in messages (e.g. ``defaults`` for a profile).
+        Never changes the config: derived values (the canonical method, the training loop's seed and
+        augmentation variant) are computed where they are used (:meth:`method_label`,
+        :meth:`train_settings`). ``path`` prefixes the key names in messages (e.g. ``defaults``).
         """
         p = f"{path}." if path else ""
         try:
-            self.method = "+".join(registry.parse_method(self.method))
+            registry.parse_method(self.method)
         except ConfigError as exc:
             raise ConfigError(p + str(exc)) from exc
         if self.shots < 1:
@@ -247,16 +255,19 @@ class RunConfig:
             raise ConfigError(f"{p}device: unknown device {self.device!r}; choose one of {DEVICES} or 'cuda:<n>'.")
         self.augmentation.validate(f"{p}augmentation")
         self.check_trainable_augmentation(p)
-        self.train.seed = self.seed
-        self.train.augment_variant = self.augmentation.variant
         self._check_templates(p)
-        self._coerce_meta_train(p)
-        for name in ("lora", "bitfit", "meta_adapter", "train"):
-            check = getattr(getattr(self, name), "validate", None)
-            if check is None:
-                continue
+        coerce_meta_train(self.meta_adapter.train, p)  # raises for unknown keys or bad types
+        fields = {f.name for f in dataclasses.fields(self)}
+        for key in self.plugin_settings:
+            if key not in {m.config_field for m in registry.methods().values()} or key in fields:
+                raise ConfigError(f"unknown key '{p}plugin_settings.{key}': no registered method keeps its settings there.")
+        checks = [(m.config_field, lambda m=m: self.settings_of(m.name))
+                  for m in registry.methods().values() if m.config_field]
+        for name, settings in [*checks, ("train", lambda: self.train)]:
             try:
-                check()
+                check = getattr(settings(), "validate", None)
+                if check is not None:
+                    check()
             except ValueError as exc:
                 raise ConfigError(f"{p}{name}: {exc}") from exc
 
@@ -273,28 +284,37 @@ class RunConfig:
         except PromptError as exc:
             raise ConfigError(f"{p}template: {exc}") from exc
 
-    def _coerce_meta_train(self, p: str) -> None:
-        """Type-check the Meta-Adapter's training overrides against :class:`TrainConfig`'s fields."""
-        hints = _type_hints(TrainConfig)
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        out = {}
-        for key, value in self.meta_adapter.train.items():
-            where = f"{p}meta_adapter.train.{key}"
-            if key not in fields:
-                raise ConfigError(f"unknown key '{where}' for TrainConfig; accepted keys: {', '.join(sorted(fields))}.")
-            out[key] = _coerce(value, hints.get(key, Any), where)
-        self.meta_adapter.train = out
-
     def templates(self) -> list[str]:
         """The prompt templates of this run (``template`` / ``ensemble`` resolved for ``dataset``)."""
         from .prompts import resolve_templates
 
         return resolve_templates(self.dataset, self.template, self.ensemble)
 
+    def settings_of(self, method: str) -> Any:
+        """The settings of a registered ``method`` in this config (its ``config_field``: a field, or
+        for a method registered outside the package its entry in :attr:`plugin_settings`, defaults
+        filled in); ``None`` for a method without settings."""
+        entry = registry.get(method)
+        if entry.config_field is None:
+            return None
+        if entry.config_field in {f.name for f in dataclasses.fields(self)}:
+            value = getattr(self, entry.config_field)
+            if not isinstance(value, entry.config_class):
+                raise ConfigError(f"method {method!r}: its config_field {entry.config_field!r} is a RunConfig "
+                                  f"field of another class ({type(value).__name__}); register it under another name.")
+            return value
+        return from_dict(entry.config_class, self.plugin_settings.get(entry.config_field) or {}, entry.config_field)
+
+    def train_settings(self) -> TrainConfig:
+        """The training loop's settings of this run before any method's protocol: ``train`` with the
+        run's ``seed`` and its augmentation ``variant`` (a new object; the config is unchanged)."""
+        return dataclasses.replace(self.train, seed=self.seed, augment_variant=self.augmentation.variant)
+
     def effective_train(self) -> TrainConfig:
-        """The training-loop settings this run's method uses (:func:`lowres_clip.settings.effective_train`:
-        ``train``, with the Meta-Adapter's own protocol when it is the only trained part)."""
-        return effective_train(self.train, self.method, self.meta_adapter)
+        """The training-loop settings this run's method uses: :meth:`train_settings` through each
+        part's training protocol (:func:`lowres_clip.registry.effective_train`: the Meta-Adapter
+        alone asks for its own)."""
+        return registry.effective_train(self.train_settings(), self.method_label.parts, self.settings_of)
 
     @property
     def method_label(self) -> MethodLabel:
@@ -314,10 +334,9 @@ class RunConfig:
     def towers(self) -> tuple[str, ...]:
         """The encoder towers the method trains (from each part's settings; registry ``towers``)."""
         out: list[str] = []
-        for part in self.method_label.parts:
-            entry = registry.METHODS[part]
+        for entry in self.method_label.entries:
             if entry.towers is not None:
-                out += [t for t in entry.towers(getattr(self, entry.config_field)) if t not in out]
+                out += [t for t in entry.towers(self.settings_of(entry.name)) if t not in out]
         return tuple(out)
 
     @property
@@ -411,9 +430,34 @@ def build_config(values: Mapping[str, Any], path: str = "") -> RunConfig:
         if parsed.augmented:
             values["augmentation"] = _merge(values.get("augmentation") or {},
                                             {"kind": parsed.aug_kind, "use": parsed.aug_use})
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    plugin_fields = {m.config_field for m in registry.methods().values() if m.config_field} - fields
+    routed = {k: values.pop(k) for k in list(values) if k in plugin_fields}
+    if routed:  # a registered plugin method's settings, written like a field
+        values["plugin_settings"] = _merge(values.get("plugin_settings") or {}, routed)
+    meta = values.get("meta_adapter")
+    if isinstance(meta, Mapping) and isinstance(meta.get("train"), Mapping):  # typed once, at construction
+        values["meta_adapter"] = {**meta, "train": coerce_meta_train(meta["train"], prefix)}
     cfg = from_dict(RunConfig, values, path)
     cfg.validate(path)
     return cfg
+
+
+def coerce_meta_train(overrides: Mapping[str, Any], p: str = "") -> dict[str, Any]:
+    """The Meta-Adapter's training overrides typed as :class:`TrainConfig`'s fields (a new dict).
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type.
+    """
+    hints = _type_hints(TrainConfig)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in overrides.items():
+        where = f"{p}meta_adapter.train.{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key '{where}' for TrainConfig; accepted keys: {', '.join(sorted(fields))}.")
+        out[key] = _coerce(value, hints.get(key, Any), where)
+    return out
 
 
 # ----------------------------------------------------------------------------- grid entries

@@ -9,19 +9,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .registry import (  # noqa: F401 (the notebook names are the registry's; re-exported)
+    NB_AUG_GENERATE,
+    NB_AUG_TRAIN,
+    NB_BITFIT,
+    NB_DATA,
+    NB_FAILURE,
+    NB_LORA,
+    NB_META,
+    NB_REPORT,
+    NB_ZERO_SHOT,
+    NOTEBOOKS,
+)
 from .spec import RunSpec
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-NB_DATA = "00_data.ipynb"
-NB_ZERO_SHOT = "01_zero_shot.ipynb"
-NB_LORA = "02_lora.ipynb"
-NB_BITFIT = "03_bitfit.ipynb"
-NB_META = "04_meta_adapter.ipynb"
-NB_AUG_GENERATE = "05_augment_generate.ipynb"
-NB_AUG_TRAIN = "06_augment_train.ipynb"
-NB_FAILURE = "07_failure_analysis.ipynb"
-NB_REPORT = "08_report_tables.ipynb"
-NOTEBOOKS = (NB_DATA, NB_ZERO_SHOT, NB_LORA, NB_BITFIT, NB_META, NB_AUG_GENERATE, NB_AUG_TRAIN, NB_FAILURE, NB_REPORT)
 KERNEL_NAME = "python3"
 
 class StudyError(ValueError):

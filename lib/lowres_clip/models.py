@@ -26,7 +26,7 @@ from open_clip import pretrained as oc_pretrained
 
 from .bundle import ClipBundle, ModelUnavailableError, default_device, resolve_device  # noqa: F401 (re-exported)
 from .settings import EMBEDDED_MODEL
-from .spec import RANDOM_WEIGHTS
+from .spec import RANDOM_WEIGHTS, weights_kind  # noqa: F401
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 TINY_MODELS = ("tiny-vit", "tiny-rn")
@@ -58,8 +58,9 @@ def _check_name(model_name: str) -> None:
 
 
 def is_weights_file(weights: str) -> bool:
-    """Whether ``weights`` names a checkpoint file (a path) rather than a pretrained tag."""
-    return os.sep in weights or "/" in weights or Path(weights).suffix in (".pt", ".pth", ".bin", ".safetensors")
+    """Whether ``weights`` names a checkpoint file (a path) rather than a pretrained tag
+    (:func:`lowres_clip.spec.weights_kind`, the one owner of that decision)."""
+    return weights_kind(weights) == "file"
 
 
 def offline_advice(model_name: str, tag: str) -> str:
@@ -147,7 +148,7 @@ def weights_problem(model_name: str, weights: str | None, cache_dir: str | None 
     """
     from . import embedded
 
-    w = "random" if weights is None or str(weights).lower() in RANDOM_WEIGHTS else str(weights)
+    w = "random" if weights_kind(weights) == "random" else str(weights)
     if w == "random":
         return None
     if model_name == EMBEDDED_MODEL or w == embedded.EMBEDDED_WEIGHTS:
@@ -219,7 +220,7 @@ def load_clip(
     if model_name == EMBEDDED_MODEL or weights == "embedded":
         return embedded.load_embedded(device=device, image_size=image_size)
     _check_name(model_name)
-    w = "random" if weights is None or str(weights).lower() in RANDOM_WEIGHTS else str(weights)
+    w = "random" if weights_kind(weights) == "random" else str(weights)
     pretrained: str | None = None
     if w != "random":
         if is_weights_file(w):

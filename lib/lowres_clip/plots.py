@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from . import registry
+
 log = logging.getLogger(__name__)
 
 MPL_FORMATS = ("png", "svg", "pdf")
@@ -313,9 +315,6 @@ def compare_methods(df, value: str = "accuracy", method: str = "method", hue: st
     return fig
 
 
-REFERENCE_METHODS = ("zero_shot", "linear_probe")
-
-
 def _curves(table, metric: str):
     """``[(label, method, shots[], mean[], std[], n[])]`` per curve (one per ``curve_hash``)."""
     for col in ("curve_hash", "row", "method", "shots", "n_seeds", f"{metric}_mean", f"{metric}_std"):
@@ -333,13 +332,13 @@ def _curves(table, metric: str):
 def accuracy_vs_shots(table, metric: str = "top1", title: str | None = None, scale: float = 100.0) -> Figure:
     """Accuracy against K: one line per method (mean over seeds) with a band of +-1 std.
 
-    Zero-shot and the linear probe are drawn dashed as references. ``table`` is
+    The reference methods (registry role ``reference``: zero-shot, the linear probe) are drawn dashed. ``table`` is
     :func:`lowres_clip.runs.aggregate`'s output (one row per settings group and K).
     """
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     for label, method, shots, mean, std, n in _curves(table, metric):
-        ref = method in REFERENCE_METHODS
+        ref = registry.is_reference(method)
         line, = ax.plot(shots, mean * scale, marker="o", ms=4, lw=1.4, ls="--" if ref else "-", label=label)
         ax.fill_between(shots, (mean - std) * scale, (mean + std) * scale, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
@@ -367,7 +366,7 @@ def accuracy_vs_shots_plotly(table, metric: str = "top1", title: str | None = No
                                  showlegend=False, legendgroup=label))
         fig.add_trace(go.Scatter(
             x=shots, y=mean * scale, mode="lines+markers", name=label, legendgroup=label,
-            line={"color": colour, "dash": "dash" if method in REFERENCE_METHODS else "solid"},
+            line={"color": colour, "dash": "dash" if registry.is_reference(method) else "solid"},
             customdata=np.stack([std * scale, n], axis=1),
             hovertemplate=f"{label}<br>K=%{{x}}<br>mean %{{y:.2f}}<br>std %{{customdata[0]:.2f}}<br>n_seeds %{{customdata[1]}}<extra></extra>"))
     fig.update_layout(title=title or f"{metric} vs shots", xaxis={"title": "shots per class (K)", "type": "log", "tickvals": sorted(set(table["shots"]))},

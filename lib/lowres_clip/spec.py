@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from . import registry
 from .config import RunConfig, generator_config_class, resolve_config
 from .registry import MethodLabel
-from .sampling import SAMPLER
+from .sampling import SAMPLER, cell_name  # noqa: F401 (cell_name: the one writer of cell names)
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS_ROOT = REPO / "runs"
@@ -46,17 +46,32 @@ STUDY_LOG = "study-log.json"  # runs/{dataset}/: the last study invocation that 
 STUDY_LOGS = "study-logs"  # runs/{dataset}/study-logs/{date}.json: every invocation
 HASH_LENGTH = 8
 RANDOM_WEIGHTS = ("random", "none", "")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 # settings shown by the key itself (left out of the variant hash)
 KEY_SETTINGS = ("dataset", "model", "weights", "method", "augmentation.kind", "augmentation.use", "shots", "seed")
 SEED_SETTINGS = ("seed", "train.seed")
 
 
-def weights_id(weights: str | None) -> str:
-    """A filesystem-safe identifier for ``weights`` (file paths become ``file-<name>-<hash>``)."""
+def weights_kind(weights: str | None) -> str:
+    """What ``weights`` names: ``random`` (``None``, ``random``, ``none``, ``""``), ``file`` (a path:
+    it holds a path separator or ends in a checkpoint suffix, :data:`CHECKPOINT_SUFFIXES`) or ``tag``
+    (a pretrained tag such as ``openai``, or ``embedded``). The one owner of that decision
+    (:func:`weights_id`, :mod:`lowres_clip.models`, :mod:`lowres_clip.preflight` ask it)."""
     if weights is None or str(weights).lower() in RANDOM_WEIGHTS:
         return "random"
     w = str(weights)
-    if os.sep in w or w.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if os.sep in w or "/" in w or w.endswith(CHECKPOINT_SUFFIXES):
+        return "file"
+    return "tag"
+
+
+def weights_id(weights: str | None) -> str:
+    """A filesystem-safe identifier for ``weights`` (file paths become ``file-<name>-<hash>``)."""
+    kind = weights_kind(weights)
+    if kind == "random":
+        return "random"
+    w = str(weights)
+    if kind == "file":
         p = Path(w)
         stat = f"{p.resolve()}:{p.stat().st_size if p.exists() else 0}"
         return f"file-{p.stem}-{hashlib.sha1(stat.encode()).hexdigest()[:8]}"
@@ -110,12 +125,21 @@ def result_settings(cfg: RunConfig) -> dict[str, Any]:
     """
     label = cfg.method_label
     out = _settings_of(cfg)
+    out["method"] = label.method  # canonical (lora+bitfit), however the config spells it
     out["weights"] = weights_id(cfg.weights)
     out["sampler"] = SAMPLER  # which shots a seed gives (lowres_clip.sampling)
-    for name, entry in registry.METHODS.items():
+    out.pop("plugin_settings", None)
+    for name, entry in registry.methods().items():
         if entry.config_field and name not in label.parts:
             out.pop(entry.config_field, None)
-    if not label.trains:
+        elif entry.config_field and entry.config_field not in out:  # a method registered outside the package
+            out[entry.config_field] = _settings_of(cfg.settings_of(name))
+    if label.trains:
+        # Kept for hash continuity: runs were recorded when validation copied the run's seed and
+        # augmentation variant into ``train``; the settings show the loop's values
+        # (RunConfig.train_settings), here and nowhere else, so every recorded hash still holds.
+        out["train"] = _settings_of(cfg.train_settings())
+    else:
         out.pop("train", None)
     if not label.augmented:
         out.pop("augmentation", None)
@@ -197,8 +221,7 @@ class RunSpec:
     @property
     def cell(self) -> str:
         """``k{shots}-s{seed}`` (``k{shots}-lt{ratio}-s{seed}`` for long-tailed sampling)."""
-        lt = f"-lt{self.config.long_tail_ratio:g}" if self.config.long_tail_ratio else ""
-        return f"k{self.config.shots}{lt}-s{self.config.seed}"
+        return cell_name(self.config.shots, self.config.seed, self.config.long_tail_ratio)
 
     @property
     def method_key(self) -> str:

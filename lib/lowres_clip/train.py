@@ -15,7 +15,10 @@ after the last) for the history; with ``best_val``, ``patience`` validations wit
 improvement stop early. With a Meta-Adapter on a trained image tower, the support features are
 re-encoded at every validation and at the end. The Meta-Adapter alone trains with its own
 protocol (``MetaAdapterConfig.train``) under ``MetaAdapterConfig.budget == "reference"``, with the
-run's settings under ``"run"`` (:func:`lowres_clip.settings.effective_train`).
+run's settings under ``"run"``: each part's training protocol of the method registry
+(:func:`lowres_clip.registry.effective_train`, :meth:`lowres_clip.settings.MetaAdapterConfig.train_protocol`).
+A run passes :meth:`lowres_clip.config.RunConfig.train_settings` (the run's seed and augmentation
+variant in it).
 
 Every result says how far each group of trained parameters moved from its initial values
 (:func:`parameter_movement`: norm of the change, relative to the initial norm), for the parameters
@@ -66,8 +69,8 @@ from .settings import (  # noqa: F401
     LoraConfig,
     MetaAdapterConfig,
     TrainConfig,
-    effective_train,
 )
+from . import registry
 from .methods.zero_shot import LOGIT_SCALE, cosine_logits
 from .config import _jsonable
 from .spec import weights_id
@@ -411,7 +414,7 @@ def train(
     cfg = cfg or TrainConfig()
     cfg.validate()
     given = asdict(cfg)
-    cfg = effective_train(cfg, adapted.method, adapted.meta_cfg)
+    cfg = registry.effective_train(cfg, adapted.parts, adapted.settings.get)
     start = time.time()
     params = [p for p in adapted.parameters() if p.requires_grad]
     labels_all = dataset_labels(train_set)
@@ -635,12 +638,14 @@ def load_trained(bundle, path: str | Path, method: str | None = None) -> Adapted
     support = None
     if ckpt.get("support") is not None:
         support = SupportFeatures(ckpt["support"]["features"], ckpt["support"]["labels"])
+    settings = {name: registry.get(name).config_class(**values)
+                for name, values in (c.get("settings") or {}).items() if values is not None}
     adapted = build_adapted(
         bundle, c["classnames"], c["templates"], c["method"],
         lora_cfg=LoraConfig(**c["lora_cfg"]) if c["lora_cfg"] else None,
         bitfit_cfg=BitFitConfig(**c["bitfit_cfg"]) if c["bitfit_cfg"] else None,
         meta_cfg=MetaAdapterConfig(**c["meta_cfg"]) if c["meta_cfg"] else None,
-        support=support, seed=c["seed"],
+        support=support, seed=c["seed"], settings=settings,
     )
     saved_fp, fresh_fp = ckpt.get("base_fingerprint"), adapted.base_fingerprint
     if saved_fp is not None and (saved_fp.shape != fresh_fp.shape or not torch.allclose(saved_fp, fresh_fp, rtol=1e-6, atol=1e-8)):

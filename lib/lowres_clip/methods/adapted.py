@@ -4,7 +4,11 @@
 image feature comes from the (LoRA/BitFit-adapted) image tower and the class embeddings from the
 (adapted) text tower through :func:`lowres_clip.features.encode_text_classifier`, optionally
 refined by the Meta-Adapter with the support set. Build it with :func:`build_adapted` from a
-method string; parts are combined in the fixed order ``lora+bitfit+meta_adapter``.
+method string; parts are combined in the fixed order ``lora+bitfit+meta_adapter``. What each part
+does is asked of the method registry (:mod:`lowres_clip.registry`): its ``apply`` changes the
+encoders and names the parameters to train, its ``head`` (the Meta-Adapter) refines the class
+embeddings on top of the features, its ``parameter_group`` names the trained parameters it owns;
+this module names no method.
 
 Text classifier: when the text tower has trainable parameters, prompts are re-encoded at every
 training step (with gradients); otherwise the classifier is computed once and cached. The cache is
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,12 +38,12 @@ from ..features import encode_text_classifier
 from .. import registry
 from ..settings import ConfigError
 from ..utils import AdaptationError, count_parameters, tower_of
-from .bitfit import BitFitConfig, apply_bitfit, bias_group
-from .lora import LoraConfig, apply_lora, set_lora_dropout_mode
-from .meta_adapter import MetaAdapter, MetaAdapterConfig, PackedSupport, episode_mask, pack_support
+from ..settings import BitFitConfig, LoraConfig, MetaAdapterConfig
+from .lora import set_lora_dropout_mode
+from .meta_adapter import MetaAdapter, PackedSupport, episode_mask, pack_support
 from .zero_shot import LOGIT_SCALE, cosine_logits
 
-ZERO_SHOT = "zero_shot"
+ZERO_SHOT = registry.ZERO_SHOT
 
 
 class UnknownMethodError(AdaptationError):
@@ -47,25 +51,28 @@ class UnknownMethodError(AdaptationError):
 
 
 def adapter_parts(method: str) -> tuple[str, ...]:
-    """The adapter parts of ``method`` in registry order (``()`` for ``zero_shot``), as
+    """The parts of ``method`` that act on the model, in registry order (``()`` for ``zero_shot``,
+    which the registry runs as an AdaptedCLIP with nothing applied), as
     :func:`lowres_clip.registry.parse_method` reads them.
 
     Raises:
-        UnknownMethodError: what the registry refuses, or ``linear_probe`` (a probe on cached
-            features: :mod:`lowres_clip.methods.linear_probe`).
+        UnknownMethodError: what the registry refuses, or a method another runner makes (the
+            linear probe on cached features: :mod:`lowres_clip.methods.linear_probe`).
     """
     try:
         parts = registry.parse_method(str(method))
     except ConfigError as exc:
         raise UnknownMethodError(str(exc)) from exc
-    if parts == (ZERO_SHOT,):
-        return ()
-    if not all(registry.METHODS[p].combines for p in parts):
+    entries = [registry.get(p) for p in parts]
+    if not all(e.runner == "adapted" for e in entries):
         raise UnknownMethodError(
             f"{method} is not an AdaptedCLIP method; fit the linear probe on cached features with "
             "lowres_clip.methods.linear_probe.fit_linear_probe."
         )
-    return parts
+    heads = [e.name for e in entries if e.head is not None]
+    if len(heads) > 1:
+        raise UnknownMethodError(f"{method}: {heads} each put a head on the features; combine at most one.")
+    return tuple(e.name for e in entries if e.apply is not None or e.head is not None)
 
 
 def weights_fingerprint(model: nn.Module) -> torch.Tensor:
@@ -106,14 +113,17 @@ class AdaptedCLIP(nn.Module):
         tokenizer: the model's tokenizer.
         classnames: class names ordered by label.
         templates: prompt templates (one or an ensemble).
-        method: ``zero_shot`` or a combination of ``lora``, ``bitfit``, ``meta_adapter``.
-        lora_cfg, bitfit_cfg, meta_cfg: configurations (defaults when ``None``).
+        method: ``zero_shot`` or a combination of ``lora``, ``bitfit``, ``meta_adapter`` (or any
+            registered method the ``adapted`` runner makes).
+        lora_cfg, bitfit_cfg, meta_cfg: configurations of the built-in parts (defaults when ``None``;
+            ``settings`` wins).
         support: Meta-Adapter support set: ``(features [N, D], labels [N])`` (cached base-model
             features, L2-normalised; frozen image tower only), a dataset yielding
             ``(image, label, index)`` (encoded here and re-encoded by :meth:`refresh` when the image
             tower trains), or :class:`SupportFeatures`.
         seed: initialisation seed of the adapters.
         model_name, weights: identity of the base model (stored in checkpoints).
+        settings: each part's settings by method name (a part left out: its ``config_class()``).
     """
 
     def __init__(
@@ -130,6 +140,7 @@ class AdaptedCLIP(nn.Module):
         seed: int = 0,
         model_name: str = "",
         weights: str = "",
+        settings: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.parts = adapter_parts(method)
@@ -139,20 +150,23 @@ class AdaptedCLIP(nn.Module):
         self.model, self.tokenizer = model, tokenizer
         self.classnames, self.templates = list(classnames), list(templates)
         self.model_name, self.weights, self.seed = model_name, weights, seed
-        self.lora_cfg = (lora_cfg or LoraConfig()) if "lora" in self.parts else None
-        self.bitfit_cfg = (bitfit_cfg or BitFitConfig()) if "bitfit" in self.parts else None
-        self.meta_cfg = (meta_cfg or MetaAdapterConfig()) if "meta_adapter" in self.parts else None
+        given = {type(c): c for c in (lora_cfg, bitfit_cfg, meta_cfg) if c is not None}
+        self.entries = tuple(registry.get(p) for p in self.parts)
+        self.settings: dict[str, Any] = {}
+        for e in self.entries:
+            chosen = (settings or {}).get(e.name)
+            if chosen is None and e.config_class is not None:
+                chosen = given.get(e.config_class) or e.config_class()
+            self.settings[e.name] = chosen
         self.device = next(model.parameters()).device
         self.base_fingerprint = weights_fingerprint(model)
 
         for p in model.parameters():
             p.requires_grad_(False)
         trainable: set[str] = set()
-        if self.lora_cfg is not None:
-            apply_lora(model, self.lora_cfg, seed)
-            trainable |= {n for n, _ in model.named_parameters() if "lora_" in n}
-        if self.bitfit_cfg is not None:
-            trainable |= set(apply_bitfit(model, self.bitfit_cfg))
+        for e in self.entries:
+            if e.apply is not None:
+                trainable |= set(registry.resolve(e.apply)(model, self.settings[e.name], seed))
         for n, p in model.named_parameters():
             p.requires_grad_(n in trainable)
         self.vision_trainable = any(tower_of(n) == "vision" for n in trainable)
@@ -162,17 +176,36 @@ class AdaptedCLIP(nn.Module):
         self._text_stale = True
         dim = self.class_embeddings().shape[1]
 
-        self.meta_adapter: MetaAdapter | None = None
+        self.meta_adapter: MetaAdapter | None = None  # the head (its parameters: "meta_adapter.*")
+        self.head_part = next((e.name for e in self.entries if e.head is not None), None)
         self.support_dataset: Dataset | None = None
         self.packed: PackedSupport | None = None
         self.register_buffer("support_features", torch.empty(0), persistent=False)
         self.register_buffer("support_labels", torch.empty(0, dtype=torch.long), persistent=False)
-        if self.meta_cfg is not None:
-            self.meta_cfg.validate()
-            self.meta_adapter = MetaAdapter(dim, self.meta_cfg.num_heads, self.meta_cfg.dropout,
-                                            self.meta_cfg.gate_bias_init, seed).to(self.device)
+        if self.head_part is not None:
+            build = registry.resolve(registry.get(self.head_part).head)
+            self.meta_adapter = build(dim, self.settings[self.head_part], seed).to(self.device)
             self.set_support(support)
         self.train(False)
+
+    def settings_of_type(self, config_class: type) -> Any:
+        """The settings of the part whose settings are a ``config_class`` (``None``: no such part)."""
+        return next((c for c in self.settings.values() if type(c) is config_class), None)
+
+    @property
+    def lora_cfg(self) -> LoraConfig | None:
+        """The LoRA part's settings (``None``: no LoRA)."""
+        return self.settings_of_type(LoraConfig)
+
+    @property
+    def bitfit_cfg(self) -> BitFitConfig | None:
+        """The BitFit part's settings (``None``: no BitFit)."""
+        return self.settings_of_type(BitFitConfig)
+
+    @property
+    def meta_cfg(self) -> MetaAdapterConfig | None:
+        """The settings of the head on the features, the Meta-Adapter's (``None``: no head)."""
+        return None if self.head_part is None else self.settings[self.head_part]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -188,33 +221,46 @@ class AdaptedCLIP(nn.Module):
         """``{name: parameter}`` of everything that is trained."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
+    def _owner(self, name: str) -> tuple[str | None, str]:
+        """The part owning the trained parameter ``name`` and its group (the first part, in label
+        order, whose registry ``parameter_group`` claims it; ``(None, name)`` when none does)."""
+        for e in self.entries:
+            group = registry.resolve(e.parameter_group)
+            found = group(self.model, name) if group is not None else None
+            if found is not None:
+                return e.name, found
+        return None, name
+
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter counts per part (``lora``, ``bitfit``, ``meta_adapter``) and in total."""
-        counts = {"lora": 0, "bitfit": 0, "meta_adapter": 0}
+        """Trainable parameter counts per part and in total, plus the base model's size.
+
+        One key per built-in trained method (``lora``, ``bitfit``, ``meta_adapter``: 0 when absent,
+        as records have always had) and per part of this model, then ``total`` and ``base_model``
+        (the model's parameters less those its parts added, e.g. LoRA's matrices).
+        """
+        counts = {name: 0 for name, m in registry.methods().items()
+                  if m.parameter_group is not None and (name in registry.BUILTIN or name in self.parts)}
+        total = 0
         for n, p in self.trainable_parameters().items():
-            part = "meta_adapter" if n.startswith("meta_adapter.") else "lora" if "lora_" in n else "bitfit"
-            counts[part] += p.numel()
-        counts["total"] = sum(counts.values())
-        counts["base_model"] = count_parameters(self.model, trainable_only=False) - counts["lora"]
+            part, _ = self._owner(n)
+            total += p.numel()
+            if part is not None:
+                counts[part] += p.numel()
+        counts["total"] = total
+        added = sum(counts[e.name] for e in self.entries if e.adds_parameters)
+        counts["base_model"] = count_parameters(self.model, trainable_only=False) - added
         return counts
 
     def parameter_group(self, name: str) -> str:
-        """A readable group of the trained parameter ``name`` (what training reports movement for).
-
+        """A readable group of the trained parameter ``name`` (what training reports movement for),
+        as the registry's ``parameter_group`` of the part owning it names it:
         ``lora.{tower}.{site}.{A|B}`` for LoRA matrices (``lora.vision.q_proj.A``),
         ``bitfit.{tower}.{group}`` for biases (``bitfit.text.norm``; the groups of
         :func:`~lowres_clip.methods.bitfit.bias_group`), and the parameter's own name for the
-        Meta-Adapter (``meta_adapter.q_proj.weight``, ``meta_adapter.k_proj.weight``,
-        ``meta_adapter.gate.weight``, ``meta_adapter.gate.bias``; its values are not projected).
+        Meta-Adapter (``meta_adapter.q_proj.weight``, ``meta_adapter.gate.bias``...) and for a
+        parameter no part claims.
         """
-        if name.startswith("meta_adapter."):
-            return name
-        inner = name.removeprefix("model.")
-        tower = tower_of(inner) or "other"
-        if "lora_" in inner:
-            owner, _, tail = inner.partition(".lora_")
-            return f"lora.{tower}.{owner.rpartition('.')[2]}.{tail[:1]}"
-        return f"bitfit.{tower}.{bias_group(self.model, inner)}"
+        return self._owner(name)[1]
 
     def config(self) -> dict[str, Any]:
         """JSON-able description of the method and its configuration (stored in checkpoints)."""
@@ -228,6 +274,7 @@ class AdaptedCLIP(nn.Module):
             "lora_cfg": asdict(self.lora_cfg) if self.lora_cfg else None,
             "bitfit_cfg": asdict(self.bitfit_cfg) if self.bitfit_cfg else None,
             "meta_cfg": asdict(self.meta_cfg) if self.meta_cfg else None,
+            "settings": {name: asdict(c) if c is not None else None for name, c in self.settings.items()},
         }
 
     # ------------------------------------------------------------------ modes and caches
@@ -380,6 +427,7 @@ def build_adapted(
     support: Any = None,
     seed: int = 0,
     copy_model: bool | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> AdaptedCLIP:
     """Build an :class:`AdaptedCLIP` for a :class:`~lowres_clip.models.ClipBundle`.
 
@@ -391,8 +439,9 @@ def build_adapted(
         lora_cfg, bitfit_cfg, meta_cfg: per-part configurations (defaults when ``None``).
         support: Meta-Adapter support set (see :class:`AdaptedCLIP`).
         seed: adapter initialisation seed.
-        copy_model: work on a deep copy of ``bundle.model`` (default: when LoRA or BitFit change
-            encoder weights, so the bundle stays usable for other methods).
+        copy_model: work on a deep copy of ``bundle.model`` (default: when a part changes encoder
+            weights, registry ``copies_model``: LoRA, BitFit; so the bundle stays usable for other methods).
+        settings: each part's settings by method name (see :class:`AdaptedCLIP`).
 
     Raises:
         UnknownMethodError: unknown method string.
@@ -400,9 +449,9 @@ def build_adapted(
     """
     parts = adapter_parts(method)
     if copy_model is None:
-        copy_model = "lora" in parts or "bitfit" in parts
+        copy_model = any(registry.get(p).copies_model for p in parts)
     model = copy.deepcopy(bundle.model) if copy_model else bundle.model
     return AdaptedCLIP(
         model, bundle.tokenizer, classnames, templates, method_name(parts), lora_cfg, bitfit_cfg, meta_cfg,
-        support, seed, bundle.model_name, bundle.weights,
+        support, seed, bundle.model_name, bundle.weights, settings=settings,
     )

@@ -84,3 +84,20 @@ def apply_bitfit(model: nn.Module, cfg: BitFitConfig) -> list[str]:
         if n in names:
             p.requires_grad_(True)
     return sorted(names)
+
+
+# ----------------------------------------------------------------------------- registry hooks
+def apply_method(model: nn.Module, cfg: BitFitConfig, seed: int | None = 0) -> set[str]:
+    """The registry's ``apply`` of BitFit (:mod:`lowres_clip.registry`): the names of the biases
+    to train (:func:`bitfit_parameters`; ``seed`` is not used: nothing is initialised)."""
+    return set(bitfit_parameters(model, cfg))
+
+
+def parameter_group(model: nn.Module, name: str) -> str | None:
+    """The registry's ``parameter_group`` of BitFit: ``bitfit.{tower}.{group}`` (``bitfit.text.norm``;
+    :func:`bias_group`) for a bias of :class:`AdaptedCLIP`'s model (``model.`` prefix), ``None``
+    for any other parameter."""
+    inner = name.removeprefix("model.")
+    if not name.startswith("model.") or not is_bias(inner) or "lora_" in inner:
+        return None
+    return f"bitfit.{tower_of(inner) or 'other'}.{bias_group(model, inner)}"

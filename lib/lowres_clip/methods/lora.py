@@ -470,3 +470,21 @@ def set_lora_dropout_mode(model: nn.Module, training: bool) -> None:
     for layer in lora_layers(model):
         layer.lora_dropout.train(training)
 
+
+# ----------------------------------------------------------------------------- registry hooks
+def apply_method(model: nn.Module, cfg: LoraConfig, seed: int | None = 0) -> set[str]:
+    """The registry's ``apply`` of LoRA (:mod:`lowres_clip.registry`): add the adapters
+    (:func:`apply_lora`); the names of the parameters to train (every adapter matrix)."""
+    apply_lora(model, cfg, seed)
+    return {n for n, _ in model.named_parameters() if "lora_" in n}
+
+
+def parameter_group(model: nn.Module, name: str) -> str | None:
+    """The registry's ``parameter_group`` of LoRA: ``lora.{tower}.{site}.{A|B}``
+    (``lora.vision.q_proj.A``) for an adapter matrix of :class:`AdaptedCLIP` (``model.`` prefix),
+    ``None`` for any other parameter."""
+    inner = name.removeprefix("model.")
+    if not name.startswith("model.") or "lora_" not in inner:
+        return None
+    owner, _, tail = inner.partition(".lora_")
+    return f"lora.{tower_of(inner) or 'other'}.{owner.rpartition('.')[2]}.{tail[:1]}"

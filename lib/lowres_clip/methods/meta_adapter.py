@@ -31,7 +31,7 @@ the validation split and in replacing, after each step, the oldest support featu
 each training query's feature. The run's training protocol for the Meta-Adapter alone is
 ``MetaAdapterConfig.train`` under ``budget: reference`` (the profiles: the reference's lr 1e-4, AdamW
 eps 1e-4, 5 epochs of batch 64, crops of scale 0.5-1, no dropout), the run's ``train`` settings under
-``budget: run`` (as in combinations); see :func:`lowres_clip.settings.effective_train`.
+``budget: run`` (as in combinations); see :meth:`lowres_clip.settings.MetaAdapterConfig.train_protocol`.
 """
 
 from __future__ import annotations
@@ -198,3 +198,20 @@ def episode_mask(packed: PackedSupport, query_indices: torch.Tensor | None, epis
     droppable = per_query.sum(dim=-1) > 1
     per_query[droppable] &= ~F.one_hot(drop[droppable], mask.shape[1]).bool()
     return per_query
+
+
+# ----------------------------------------------------------------------------- registry hooks
+HEAD_ATTRIBUTE = "meta_adapter"  # the head's attribute in AdaptedCLIP: its parameters are "meta_adapter.*"
+
+
+def build_head(dim: int, cfg: MetaAdapterConfig, seed: int = 0) -> MetaAdapter:
+    """The registry's ``head`` of the Meta-Adapter (:mod:`lowres_clip.registry`): a
+    :class:`MetaAdapter` of embedding size ``dim`` on top of the features (``cfg`` validated)."""
+    cfg.validate()
+    return MetaAdapter(dim, cfg.num_heads, cfg.dropout, cfg.gate_bias_init, seed)
+
+
+def parameter_group(model: nn.Module, name: str) -> str | None:
+    """The registry's ``parameter_group`` of the Meta-Adapter: the parameter's own name
+    (``meta_adapter.gate.bias``; its values are not projected), ``None`` for any other parameter."""
+    return name if name.startswith(HEAD_ATTRIBUTE + ".") else None

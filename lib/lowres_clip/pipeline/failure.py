@@ -18,13 +18,14 @@ from .run import ensure_run, load_run, templates_of
 
 def attention_source(spec: RunSpec, bundle=None):
     """An :class:`~lowres_clip.analysis.attention.AttentionSource` for a finished run's model, or
-    ``None`` for the linear probe (its classifier is not a text embedding)."""
+    ``None`` for a method the registry runs on cached features (the linear probe: its classifier is
+    not a text embedding)."""
     import torch
 
     from ..analysis.attention import AttentionSource
 
     cfg = spec.config
-    if cfg.method == "linear_probe":
+    if spec.label.entries[0].runner != "adapted":  # the linear probe's classifier is no text embedding
         return None
     bundle = bundle or load_model(spec)
     if cfg.trains:

@@ -1,4 +1,8 @@
-"""The run step (notebooks ``01`` to ``04`` and ``06``): one method end to end, then its record."""
+"""The run step (notebooks ``01`` to ``04`` and ``06``): one method end to end, then its record.
+
+The method registry picks the runner (:attr:`lowres_clip.registry.Method.runner`): :func:`run_adapted`
+(an :class:`~lowres_clip.methods.adapted.AdaptedCLIP`, trained when the method trains) or
+:func:`run_linear_probe` (a classifier on cached image features)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import registry
 from ..datasets import ImageDataset, SplitDataset
 from ..features import image_features, prepared_images
 from ..runs import Predictions, RunRecord, aggregate, load_records
@@ -19,7 +24,9 @@ from .common import feature_cache, load_model, test_samples, timed
 from .data import prepare_data
 
 
-def _run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+def run_linear_probe(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+    """Runner ``features``: fit the linear probe on cached image features; ``(logits, labels,
+    features, val metric, extra, protocol)`` of the test images."""
     from ..methods.linear_probe import fit_linear_probe
 
     cache = feature_cache(spec)
@@ -43,7 +50,9 @@ def templates_of(spec: RunSpec) -> list[str]:
     return spec.config.templates()  # RunConfig.template (a name or a literal) or the dataset default / ensemble
 
 
-def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+def run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, timings: dict) -> tuple:
+    """Runner ``adapted``: build the :class:`~lowres_clip.methods.adapted.AdaptedCLIP` of the label's
+    parts (each with its settings), train it when the method trains, evaluate it on the test images."""
     from ..methods.adapted import build_adapted
     from ..numerics import precision_name
     from ..train import evaluate, evaluate_features, save_trained, train, train_transform
@@ -54,12 +63,13 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
     templates = templates_of(spec)
     support = None
     with timed(timings, "build"):
-        if "meta_adapter" in spec.label.parts:
+        if any(entry.head is not None for entry in spec.label.entries):  # a head on the features needs the support set
             # the support is re-encoded by the adapted image tower when it trains, else cached features
             support = (ImageDataset(ds.image_root, split.train, bundle.preprocess_eval) if cfg.trains_vision
                        else image_features(bundle, ds, "train", split.train, cache))
-        adapted = build_adapted(bundle, ds.classnames, templates, cfg.method, cfg.lora, cfg.bitfit, cfg.meta_adapter,
-                                support=support, seed=cfg.seed)
+        settings = {entry.name: cfg.settings_of(entry.name) for entry in spec.label.entries}
+        adapted = build_adapted(bundle, ds.classnames, templates, cfg.method, support=support, seed=cfg.seed,
+                                settings=settings)
     extra: dict[str, Any] = {"templates": templates, "parameter_counts": adapted.parameter_counts()}
     protocol: dict[str, Any] = {"selection": None, "selected_step": None, "precision": {"train": None, "eval": "fp32"}}
     val_metric = float("nan")
@@ -71,7 +81,7 @@ def _run_adapted(spec: RunSpec, bundle, ds: SplitDataset, split: FewShotSplit, t
                 preserving, breaking, extra["augmentation"] = augmentation_datasets(spec, transform)
         with timed(timings, "train"):
             result = train(adapted, ImageDataset(ds.image_root, split.train, transform),
-                           ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), cfg.train,
+                           ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), cfg.train_settings(),
                            preserving=preserving, breaking=breaking)
         val_metric = result.selected_val
         extra["train"] = result.to_dict()
@@ -124,7 +134,7 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
         seed_everything(cfg.seed)
         with timed(timings, "model"):
             bundle = load_model(spec)
-        runner = _run_linear_probe if cfg.method == "linear_probe" else _run_adapted
+        runner = registry.runner_of(spec.label.parts)
         logits, labels, feats, text, val_metric, extra, protocol = runner(spec, bundle, ds, split, timings)
         test = test_samples(spec, ds)
         preds = Predictions(
