@@ -120,36 +120,62 @@ def test_reproduce_reruns_and_compares(study, capsys):
 
 def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_readings():
     """Over a K x seed grid the block shows K in README_SHOTS (every K in results.md), embeds the
-    shots curve, names the best method per K and the widest seed spread, and checks the goal at the
-    largest K only."""
+    shots curve, names the best method per K and the widest seed spread, and judges every comparison
+    with the linear probe by its paired 95 % interval over seeds (computed here with scipy)."""
     from types import SimpleNamespace
 
+    import numpy as np
     import pandas as pd
+    from scipy import stats as sps
 
+    seeds = (1, 2, 3)
+    base = {"zero_shot": 0.14, "linear_probe": 0.60, "lora": 0.50, "bitfit": 0.595}
+    noise = {"zero_shot": (0, 0, 0), "linear_probe": (0.0, 0.01, -0.01), "lora": (0.0, 0.02, -0.01),
+             "bitfit": (0.01, 0.03, -0.04)}
     rows, records = [], []
-    acc = {"zero_shot": 0.14, "linear_probe": 0.60, "lora": 0.50}
     for k in (1, 2, 4, 8, 16):
-        for m, a in acc.items():
-            top1 = a + 0.015 * k if m != "zero_shot" else a
-            std = 0.08 if (m, k) == ("lora", 2) else 0.01
-            rows.append({"shots": k, "method": m, "setting": "", "row": m, "top1_mean": top1, "top1_std": std,
-                         "balanced_mean": top1, "balanced_std": std, "n_seeds": 3, "selection": "last",
+        for m, a in base.items():
+            top1 = [a + (0.015 * k if m != "zero_shot" else 0) + e for e in noise[m]]
+            if (m, k) == ("lora", 2):
+                top1 = [top1[0] - 0.08, top1[1] + 0.08, top1[2]]
+            rows.append({"shots": k, "method": m, "setting": "", "row": m, "top1_mean": np.mean(top1),
+                         "top1_std": np.std(top1, ddof=1), "balanced_mean": np.mean(top1),
+                         "balanced_std": np.std(top1, ddof=1), "n_seeds": 3, "selection": "last",
                          "group_hash": f"{m}{k}"})
             trained = {"train": {"history": [{"step": 0, "loss": float("nan"), "val": 0.5},
                                              {"step": 10, "loss": 0.25, "val": 0.7}]},
                        "parameter_counts": {"total": 1234}} if m == "lora" else {}
-            records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
-                                           identity={"group_hash": f"{m}{k}"}, timings={"train": 1.0, "eval": 2.0},
-                                           extra=trained, metrics={"val_top1": 0.75}))
+            for seed, t in zip(seeds, top1):
+                records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
+                                               identity={"group_hash": f"{m}{k}", "seed": seed},
+                                               timings={"train": 1.0, "eval": 2.0}, extra=trained,
+                                               metrics={"val_top1": 0.75, "top1": t}))
+
+    def interval(m, k):  # paired t interval over seeds of m minus the probe, in points
+        d = 100 * (np.array([r.metrics["top1"] for r in records if r.identity["group_hash"] == f"{m}{k}"])
+                   - np.array([r.metrics["top1"] for r in records if r.identity["group_hash"] == f"linear_probe{k}"]))
+        h = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        return d.mean(), d.mean() - h, d.mean() + h
+
     logs = [{"seconds": 3000, "executor": "local (2 workers)", "file": "x.json", "runs": []}]
     block = results.results_block("eurosat", records, pd.DataFrame(rows), logs,
                                   [], figure="figures/eurosat/tables/top1_vs_shots.png")
     assert "![test top-1 against shots" in block and "(figures/eurosat/tables/top1_vs_shots.png)" in block
     table_ks = {line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ") and "K |" not in line}
     assert table_ks == {"1", "4", "16"} and "every K in `figures/eurosat/tables/results.md`" in block
-    assert "* K=2: best linear_probe 63.00 ± 1.00; best adapted method lora 53.00 ± 8.00 (-10.00 vs the linear probe)" in block
-    assert "* Largest seed spread: lora at K=2 (std 8.00 points over 3 seeds)" in block
-    assert "Against the goal at K=16" in block and "* lora: -10.00 points vs the linear probe, misses the goal" in block
+    mean, low, high = interval("bitfit", 2)  # bitfit is the best adapted method at K=2
+    assert low < 0 < high
+    assert (f"* K=2: best linear_probe 63.00 ± 1.00; best adapted method bitfit "
+            f"{np.mean([r.metrics['top1'] for r in records if r.identity['group_hash'] == 'bitfit2']) * 100:.2f}") in block
+    assert f"({mean:+.2f} [{low:+.2f}, {high:+.2f}] (3 seeds) vs the linear probe: no difference shown)" in block
+    assert "* Largest seed spread: lora at K=2" in block
+    mean, low, high = interval("lora", 16)
+    assert high < -2  # the whole interval is more than 2 points below the probe
+    assert f"* lora: {mean:+.2f} [{low:+.2f}, {high:+.2f}] (3 seeds) points vs the linear probe: misses the goal" in block
+    mean, low, high = interval("bitfit", 16)
+    assert low < -2 < high  # the interval straddles the goal's margin: nothing is shown either way
+    assert (f"* bitfit: {mean:+.2f} [{low:+.2f}, {high:+.2f}] (3 seeds) points vs the linear probe: neither reaching "
+            "nor missing the goal is shown") in block
     assert block.count("misses the goal") == 1 and "local (2 workers)" in block
     assert ("* lora: 1,234 trained parameters, last training loss 0.250, validation 50.0% before training and "
             "75.0% after") in block

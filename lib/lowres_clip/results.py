@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import registry
+from .analysis.paired import Comparison, compare_rows
+from .analysis.stats import reaches, verdict
 from .config import RunConfig, parse_entry
 from .registry import study_order
 from .runs import Stale, load_records, stale_records  # noqa: F401 (re-exported)
@@ -137,12 +139,19 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
     shown = [k for k in all_shots if k in README_SHOTS] or all_shots
     lines += ["", f"Test top-1 and balanced accuracy (%, mean ± std over seeds) for K in {{{', '.join(map(str, shown))}}}"
               + (f"; every K in `figures/{dataset}/tables/results.md`." if shown != all_shots else "."), "",
-              "| K | method | test top-1 (%) | balanced (%) | vs linear probe | n seeds | selection | train s | eval s |",
+              "| K | method | test top-1 (%) | balanced (%) | top-1 vs linear probe, 95 % interval | n seeds | selection | train s | eval s |",
               "|---|---|---|---|---|---|---|---|---|"]
     timings = _mean_timings(records)
+
+    def versus(row, ref) -> Comparison | None:
+        """``row`` minus the reference row, paired over their seeds (and test images)."""
+        return None if ref is None or ref["group_hash"] == row["group_hash"] else compare_rows(
+            records, row["group_hash"], ref["group_hash"])
+
     for _, row in table[table["shots"].isin(shown)].iterrows():
         ref = probe.get(row["shots"])
-        diff = "" if ref is None else f"{100 * (row['top1_mean'] - ref['top1_mean']):+.2f}"
+        cmp = versus(row, ref)
+        diff = "" if cmp is None else cmp.cell()
         t = timings.get(row["group_hash"], {})
         lines.append(f"| {row['shots']} | {row['row']} | {_pct(row['top1_mean'], row['top1_std'], row['n_seeds'])} | "
                      f"{_pct(row['balanced_mean'], row['balanced_std'], row['n_seeds'])} | {diff} | {row['n_seeds']} | "
@@ -156,8 +165,10 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
         line = f"* K={k}: best {top['row']} {_pct(top['top1_mean'], top['top1_std'], top['n_seeds'])}"
         if ref is not None and len(best) and best.iloc[0]["row"] != top["row"]:
             b = best.iloc[0]
-            line += (f"; best adapted method {b['row']} {_pct(b['top1_mean'], b['top1_std'], b['n_seeds'])} "
-                     f"({100 * (b['top1_mean'] - ref['top1_mean']):+.2f} vs the linear probe)")
+            cmp = versus(b, ref)
+            line += f"; best adapted method {b['row']} {_pct(b['top1_mean'], b['top1_std'], b['n_seeds'])}"
+            if cmp is not None:
+                line += f" ({cmp.cell()} vs the linear probe: {_verdict_words(cmp)})"
         lines.append(line)
     multi = table[table["n_seeds"] > 1]
     if len(multi):
@@ -169,12 +180,18 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
     for _, row in table[table["shots"] == goal_k].iterrows():
         ref = probe.get(goal_k)
         if ref is not None and not registry.is_reference(row["method"]):
-            gap = 100 * (row["top1_mean"] - ref["top1_mean"])
-            verdict = "reaches" if gap >= -GOAL_POINTS else "misses"
-            goals.append(f"{row['row']}: {gap:+.2f} points vs the linear probe, {verdict} the goal")
+            cmp = versus(row, ref)
+            if cmp is None:
+                continue
+            said = reaches(cmp.interval(), GOAL_POINTS / 100)
+            words = {"reaches": "reaches the goal", "falls short": "misses the goal",
+                     "not shown": "neither reaching nor missing the goal is shown"}[said]
+            goals.append(f"{row['row']}: {cmp.cell()} points vs the linear probe: {words}")
     if goals:
-        lines += ["", f"Against the goal at K={goal_k} (mean over seeds within {GOAL_POINTS:g} points of the linear "
-                  "probe or above it):", ""]
+        lines += ["", f"Against the goal at K={goal_k}: within {GOAL_POINTS:g} points of the linear probe or above it. "
+                  "A method *reaches* it only when the lower end of its 95 % interval (paired over seeds; with "
+                  "one seed, a paired bootstrap over the test images) is above -"
+                  f"{GOAL_POINTS:g}, and *misses* it only when the upper end is below:", ""]
         lines += [f"* {g}" for g in goals]
         missed = table[(table["shots"] == goal_k) & ~table["method"].isin(registry.references())]
         missed = missed[100 * (missed["top1_mean"] - probe[goal_k]["top1_mean"]) < -GOAL_POINTS]
@@ -188,9 +205,15 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
                              + (f" ({registry.TRAINED_BASELINE}: {_describe_facts(ref)})"
                                 if ref and row["method"] != registry.TRAINED_BASELINE else ""))
         if notes:
-            lines += ["", f"What the records of the runs that miss it say (K={goal_k}, mean over seeds):", ""]
+            lines += ["", f"What the records say of the rows whose mean is more than {GOAL_POINTS:g} points below the "
+                      f"linear probe (K={goal_k}, mean over seeds):", ""]
             lines += [f"* {n}" for n in notes]
     return "\n".join(lines)
+
+
+def _verdict_words(cmp: Comparison) -> str:
+    """What a reading may say of a comparison with the linear probe (:func:`~lowres_clip.analysis.stats.verdict`)."""
+    return {"better": "better", "worse": "worse", "no difference shown": "no difference shown"}[verdict(cmp.interval())]
 
 
 def _training_facts(records) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import registry
 from ..datasets import ImageDataset, SplitDataset
 from ..features import image_features, prepared_images
-from ..runs import Predictions, RunRecord, aggregate, load_records
+from ..runs import Predictions, RunRecord, aggregate, load_records, pack_correct
 from ..sampling import FewShotSplit
 from ..spec import RunSpec
 from .augment import augmentation_datasets
@@ -155,6 +155,7 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
         if created:
             shutil.rmtree(spec.run_dir, ignore_errors=True)
         raise
+    extra["test_correct"] = pack_correct(preds.correct)  # paired statistics over test images (results.py)
     extra.update({"model": describe_model(bundle), "split": split.name, "train_shots": len(split.train),
                   "val_shots": len(split.val), "shots_report": split.report})
     protocol.update({"template": extra.get("templates"), "augmentation": _augmentation_protocol(spec),
