@@ -1,9 +1,10 @@
 """Ctrl-C in a long loop of jobs: one line saying what finished and what to rerun, no traceback.
 
-Ctrl-C reaches the study *and* the notebook's kernel (same process group): the kernel's cell fails
-with ``KeyboardInterrupt`` (papermill reports it as a ``PapermillExecutionError`` whose ``ename`` is
-``KeyboardInterrupt``), and the study itself gets a ``KeyboardInterrupt`` somewhere in papermill.
-Printed as is, that is two long tracebacks and no word on what finished. The study loop uses::
+Ctrl-C reaches the study, not the notebook's kernel (jupyter_client starts kernels in a session of
+their own): the study gets a ``KeyboardInterrupt`` somewhere in papermill, whose clean-up then stops
+the kernel. A kernel that gets a ``KeyboardInterrupt`` another way (its cell fails with it, papermill
+reports a ``PapermillExecutionError`` whose ``ename`` is ``KeyboardInterrupt``) stops the study too.
+Printed as is, that is long tracebacks and no word on what finished. The study loop uses::
 
     with interrupt.guard(names, result.ran, result.skipped, result.failed, cleanup=bar.close) as g:
         for job in jobs:
@@ -19,7 +20,9 @@ with exit code 130 (the shell's code for SIGINT).
 
 While the block runs, Ctrl-C first silences the loggers that would report the kernel's shutdown
 (papermill's "Kernel died while waiting for execute reply", asyncio's "Task exception was never
-retrieved" traceback at exit: :data:`SHUTDOWN_LOGGERS`), then raises ``KeyboardInterrupt`` as usual.
+retrieved" traceback at exit: :data:`SHUTDOWN_LOGGERS`), notes it (:func:`pressed`: the job runner
+then kills the kernel at once instead of asking it to shut down, which makes an ipykernel busy with a
+cell print a zmq traceback), then raises ``KeyboardInterrupt`` as usual.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ def silence_shutdown_noise(names: Sequence[str] = SHUTDOWN_LOGGERS) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+_PRESSED = threading.Event()
+
+
+def pressed() -> bool:
+    """Whether Ctrl-C came during the :func:`guard` block that runs now (its jobs are being stopped)."""
+    return _PRESSED.is_set()
+
+
 def _sigint(signum: int, frame: object) -> None:
+    _PRESSED.set()
     silence_shutdown_noise()
     raise KeyboardInterrupt
 
@@ -128,6 +140,7 @@ def guard(names: Sequence[str], ran: Sequence[str], skipped: Sequence[str],
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     if main and previous is signal.default_int_handler:  # only replace Python's own Ctrl-C handler
+        _PRESSED.clear()
         signal.signal(signal.SIGINT, _sigint)
     try:
         yield g
@@ -141,3 +154,4 @@ def guard(names: Sequence[str], ran: Sequence[str], skipped: Sequence[str],
     finally:
         if main and previous is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous)
+            _PRESSED.clear()

@@ -96,14 +96,55 @@ class StudyResult:
 
 # ----------------------------------------------------------------------------- running
 def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> None:
-    """Execute one job's notebook with papermill (raises on a failing cell)."""
+    """Execute one job's notebook with papermill (raises on a failing cell).
+
+    The kernel talks to this process over IPC sockets (files in a short temporary folder, removed
+    afterwards) rather than local TCP, over which every ipykernel warns on its stderr, i.e. the
+    study's, that its traffic is unencrypted. After Ctrl-C in a study (:func:`lowres_clip.interrupt.pressed`)
+    the kernel is killed at once: asked to shut down while busy with a cell, ipykernel closes its
+    sockets under the cell's reply and prints a zmq traceback; a kernel still starting is killed too.
+    """
+    import os
+    import shutil
+    import tempfile
+
     import papermill
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    from . import interrupt
+
+    started: list[AsyncKernelManager] = []
+    ipc_dir = None
+    if os.name == "posix":  # a socket path has at most ~100 bytes: short folder, short names
+        base = tempfile.gettempdir()
+        ipc_dir = tempfile.mkdtemp(prefix="lrc-", dir=base if len(base) <= 60 else "/tmp")
+
+    class StudyKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            if ipc_dir is not None:
+                kwargs.update(transport="ipc", ip=os.path.join(ipc_dir, "k"))
+            super().__init__(**kwargs)
+            started.append(self)
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            await super().shutdown_kernel(now=now or interrupt.pressed(), restart=restart)
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(Path(notebooks_dir) / job.notebook), str(job.output), parameters=job.parameters,
-        kernel_name=kernel_name, progress_bar=False, cwd=str(notebooks_dir),
-    )
+    try:
+        papermill.execute_notebook(
+            str(Path(notebooks_dir) / job.notebook), str(job.output), parameters=job.parameters,
+            kernel_name=kernel_name, progress_bar=False, cwd=str(notebooks_dir),
+            kernel_manager_class=StudyKernelManager,
+        )
+    except KeyboardInterrupt:  # e.g. during the kernel's start, which nbclient does not clean up
+        for km in started:
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+        raise
+    finally:
+        if ipc_dir is not None:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
 def error_message(exc: BaseException) -> str:
