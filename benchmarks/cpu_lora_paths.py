@@ -44,7 +44,7 @@ def main() -> int:
 
     from lowres_clip.methods.lora import lora_layers, merged_lora
     from lowres_clip.methods.lora_fused import MaskDropout
-    from lowres_clip.train import _loader
+    from lowres_clip.train.loaders import _loader
     from lowres_clip.utils import autocast, resolve_precision
     from worker_threads import cpu_lora_run, time_steps  # this folder is on sys.path when run as a script
 

@@ -26,7 +26,7 @@ def lr_sum(cfg, iterations: int) -> float:
     """Sum of the learning rate over ``iterations`` steps of the loop's schedule for ``cfg``."""
     import torch
 
-    from lowres_clip.train import _scheduler
+    from lowres_clip.train.loop import _scheduler
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched = _scheduler(opt, cfg, iterations)

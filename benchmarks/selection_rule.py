@@ -30,6 +30,7 @@ import torch
 def measure(method: str, seed: int, args) -> dict:
     from lowres_clip import pipeline
     from lowres_clip import train as train_mod
+    from lowres_clip.train import loop as train_loop  # where train() looks _validator up
     from lowres_clip.datasets import ImageDataset
     from lowres_clip.features import image_features
     from lowres_clip.methods.adapted import build_adapted
@@ -56,7 +57,7 @@ def measure(method: str, seed: int, args) -> dict:
     adapted = build_adapted(bundle, ds.classnames, cfg.templates(), cfg.method, cfg.lora, cfg.bitfit,
                             cfg.meta_adapter, support=support, seed=cfg.seed)
     states: dict[int, dict] = {}
-    original = train_mod._validator
+    original = train_loop._validator
 
     def snapshot_validator(adapted_, val_set, tcfg, dtype):
         score = original(adapted_, val_set, tcfg, dtype)
@@ -69,7 +70,7 @@ def measure(method: str, seed: int, args) -> dict:
 
         return scored
 
-    train_mod._validator = snapshot_validator
+    train_loop._validator = snapshot_validator
     try:
         eff = cfg.effective_train()
         t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def measure(method: str, seed: int, args) -> dict:
             ImageDataset(ds.image_root, split.val, bundle.preprocess_eval), dataclasses.replace(cfg.train, selection="last"))
         seconds = time.perf_counter() - t0
     finally:
-        train_mod._validator = original
+        train_loop._validator = original
     steps = [h["step"] for h in result.history]
     state_at = {step: states[i] for i, step in enumerate(steps)}
     chosen = {rule: train_mod.select_checkpoint(result.history, rule)[0] for rule in ("last", "best_val")}

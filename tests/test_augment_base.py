@@ -22,7 +22,7 @@ from lowres_clip.augment import (
     make_generator,
     settings_folder_name,
 )
-from lowres_clip.augment.base import SETTINGS_FILE
+from lowres_clip.augment.manifest import SETTINGS_FILE
 from lowres_clip.datasets import load_dataset
 
 TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lowres_clip.augment import ClassicConfig, ClassicGenerator, Manifest, generate
-from lowres_clip.augment.base import MANIFEST_FILE
+from lowres_clip.augment.manifest import MANIFEST_FILE
 from lowres_clip.datasets import load_dataset
 
 

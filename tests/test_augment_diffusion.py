@@ -21,7 +21,7 @@ from lowres_clip.augment import (
     generate,
     make_generator,
 )
-from lowres_clip.augment.base import MANIFEST_FILE
+from lowres_clip.augment.manifest import MANIFEST_FILE
 from lowres_clip.datasets import load_dataset
 from lowres_clip.models import ModelUnavailableError
 

@@ -523,7 +523,7 @@ def _trainable(adapted) -> dict[str, torch.Tensor]:
 def test_best_val_keeps_the_parameters_of_the_selected_step(monkeypatch, scores, selected):
     """With ``best_val`` the model ``train`` returns holds exactly the parameters it had when the
     selected step was validated: a snapshot taken here at every validation is the reference."""
-    import lowres_clip.train as train_module
+    import lowres_clip.train.loop as train_module  # train() looks _validator up in its module
 
     bundle, shots = _tiny_shots(1)
     adapted = build_adapted(bundle, ["a", "b"], ["a photo of a {}."], "lora")

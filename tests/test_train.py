@@ -99,7 +99,7 @@ def test_train_transform_follows_clip_lora_and_the_bundle(bundle):
     crop, flip, _, norm = tf.transforms
     assert isinstance(crop, T.RandomResizedCrop) and crop.size == (32, 32) and crop.scale == (0.08, 1.0)
     assert crop.interpolation == T.InterpolationMode.BICUBIC and isinstance(flip, T.RandomHorizontalFlip)
-    ref = train_mod._find_normalize(bundle.preprocess_eval)
+    ref = train_mod.transforms._find_normalize(bundle.preprocess_eval)
     assert (norm.mean, norm.std) == (ref.mean, ref.std)
     assert tf(Image.fromarray(class_image(0, 0, 48))).shape == (3, 32, 32)
 

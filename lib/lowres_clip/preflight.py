@@ -14,7 +14,7 @@ checks, once per dataset and once per model (however many runs share them):
   otherwise the line is the offline advice (which model, which tag, ``weights=/path``);
 * **device** -- CUDA asked for where there is none;
 * **augmentation** -- what each run's generator needs is on this machine, asked of the generator
-  (:meth:`lowres_clip.augment.base.ImageGenerator.availability_problem`): for ``diffusion`` the
+  (:meth:`lowres_clip.augment.interface.ImageGenerator.availability_problem`): for ``diffusion`` the
   Stable Diffusion weights (a complete local folder or Hugging Face cache, or downloadable now),
   with the advice to point ``augmentation.generator.model_id`` to a local folder.
 
@@ -195,7 +195,7 @@ def model_problems(model: str, weights: str | None, probe: bool = True) -> list[
 
 def generator_problems(cfg: RunConfig, probe: bool = True) -> list[str]:
     """What the run's augmentation generator needs and does not find here (diffusion: its weights),
-    as the generator itself says (:meth:`~lowres_clip.augment.base.ImageGenerator.availability_problem`;
+    as the generator itself says (:meth:`~lowres_clip.augment.interface.ImageGenerator.availability_problem`;
     builds the generator, loads no model)."""
     if cfg.augmentation.kind == "none":
         return []

@@ -17,26 +17,22 @@ Typical use::
     pres = generate(split.train, ds.image_root, ds.classnames, out, "preserving", gen)
     brk = generate(split.train, ds.image_root, ds.classnames, out, "breaking", gen)
     fig = augmentation_gallery(pres + brk)
+
+Modules: :mod:`.interface` (the generator base class and the registry of generators by name),
+:mod:`.manifest` (``manifest.jsonl``, ``generator.json``, the mixing guard, folder names),
+:mod:`.generate` (the generation loop), :mod:`.datasets` (the torch datasets over generated images),
+:mod:`.classic`, :mod:`.diffusion`, :mod:`.breaking_loss`, :mod:`.gallery`.
 """
 
-from .base import (
-    KINDS,
-    AugmentError,
-    BreakingPairDataset,
-    GeneratorConfig,
-    GeneratorUnavailableError,
-    ImageGenerator,
+from ..settings import KINDS, AugmentError, GeneratorConfig
+from .datasets import BreakingPairDataset, PreservingDataset, PreservingExtension, PreservingReplacement
+from .generate import generate
+from .interface import GeneratorUnavailableError, ImageGenerator, SourceImage, derive_seed, make_generator
+from .manifest import (
     Manifest,
     ManifestMismatchError,
     ManifestRow,
-    PreservingDataset,
-    PreservingExtension,
-    PreservingReplacement,
-    SourceImage,
     default_out_dir,
-    derive_seed,
-    generate,
-    make_generator,
     settings_folder_name,
 )
 from .breaking_loss import BreakingLoss, MemoryBank

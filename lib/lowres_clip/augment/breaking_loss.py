@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AugmentError
+from ..settings import AugmentError
 
 
 

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from ..settings import ClassicConfig
-from .base import ImageGenerator, SourceImage, check_kind
+from ..settings import ClassicConfig, check_kind
+from .interface import ImageGenerator, SourceImage
 
 CLASSIC_VERSION = 1
 

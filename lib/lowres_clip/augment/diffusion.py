@@ -8,7 +8,7 @@ the original code: SD v1 weights, DDIM scheduler, 50 steps, eta 0, guidance scal
 
 The weights are loaded lazily on the first image that must be made (a rerun over existing images
 never loads them) or eagerly with :meth:`DiffusionGenerator.load`. Offline without cached weights,
-loading raises :class:`~lowres_clip.augment.base.GeneratorUnavailableError` naming the classic
+loading raises :class:`~lowres_clip.augment.interface.GeneratorUnavailableError` naming the classic
 fallback; the study's preflight asks :meth:`DiffusionGenerator.availability_problem`
 (:func:`weights_problem`) first, so a run without the weights stops before any notebook. A pipeline
 built elsewhere (e.g. a tiny random one in tests) can be passed instead.
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from ..settings import DEFAULT_MODEL_ID, DEFAULT_PROMPT, DIFFUSION_PROMPTS, AugmentError, DiffusionConfig  # noqa: F401
-from .base import GeneratorUnavailableError, ImageGenerator, SourceImage
+from .interface import GeneratorUnavailableError, ImageGenerator, SourceImage
 
 
 def unavailable_message(model_id: str, exc: BaseException) -> str:

@@ -8,7 +8,8 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .base import AugmentError, Manifest
+from ..settings import AugmentError
+from .manifest import Manifest
 
 
 def augmentation_gallery(
