@@ -408,3 +408,24 @@ def test_study_end_to_end_with_papermill(roots, tmp_path, capsys, monkeypatch):
     assert result.ok, result.summary()
     assert "eurosat/tiny-vit-random/zero_shot" in result.skipped and result.ran == []
     assert record.stat().st_mtime_ns == mtime
+
+
+def test_report_tables_separation_per_method(roots):
+    """Runs that recorded their separation numbers get a separation table (mean ± std over seeds) and
+    one bar chart per number; records without them are left out of it, not counted as zeros."""
+    gaps = {("lora", 1): 0.30, ("lora", 2): 0.34, ("bitfit", 1): 0.20}
+    for (method, seed), gap in gaps.items():
+        spec = smoke_spec(roots, method=method, seed=seed, shots=2)
+        metrics = {"top1": 0.5, "balanced": 0.4, "gap_matched_mean": gap, "gap_centroid": 1 - gap,
+                   "silhouette_in_full_set_all": gap / 3, "v_measure": 0.5, "collapse_top_share": 0.2}
+        RunRecord.for_run(spec, metrics, timings={"total": 1.0}).save(spec.record_path)
+    fake_record(smoke_spec(roots, method="zero_shot", seed=1, shots=2), 0.25)  # an older record: no separation
+    spec = smoke_spec(roots)
+    pipeline.report_tables(spec)
+    sep = pd.read_csv(spec.tables_dir / "separation.csv")
+    assert set(sep["method"]) == {"lora", "bitfit"}
+    lora = sep[sep["method"] == "lora"].iloc[0]
+    assert lora["gap_matched_mean_mean"] == pytest.approx(0.32) and lora["n_seeds"] == 2
+    assert lora["gap_matched_mean_std"] == pytest.approx(np.std([0.30, 0.34], ddof=1))
+    for name in ("gap_matched_mean", "silhouette_in_full_set_all", "collapse_top_share"):
+        assert (spec.tables_dir / f"{name}_by_method.png").is_file(), name

@@ -35,6 +35,17 @@ class ReportTables:
     stale: list = field(default_factory=list)
 
 
+#: The separation numbers every run records (:func:`lowres_clip.analysis.separation.separation_metrics`)
+#: that the report tabulates and draws per method.
+SEPARATION = {
+    "gap_matched_mean": "matched image-text cosine (modality gap)",
+    "gap_centroid": "image-text centroid distance",
+    "silhouette_in_full_set_all": "silhouette of the test features (true classes)",
+    "v_measure": "V-measure of the predictions",
+    "collapse_top_share": "share of the most-predicted class",
+}
+
+
 def _sorted(table):
     rank = {m: i for i, m in enumerate(study_order(table["method"]))}
     return table.sort_values(["dataset", "model_weights", "method", "setting", "shots"],
@@ -47,7 +58,8 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
 
     Runs are grouped by the settings hash in their records (never by keys), so runs that differ in
     anything but the seed are separate rows, named by what sets them apart. Writes, under
-    ``figures/{dataset}/tables/``: ``results.{csv,md,tex}`` (mean ± std over seeds), ``runs.csv``
+    ``figures/{dataset}/tables/``: ``results.{csv,md,tex}`` (mean ± std over seeds), ``separation.{csv,md,tex}``
+    and ``{number}_by_method.png`` for the :data:`SEPARATION` numbers of runs that recorded them, ``runs.csv``
     (one row per run), ``methods_by_shots.png`` (bars per method grouped by K) and, for each metric
     (and head / medium / tail groups when present), ``{metric}_vs_shots.png`` and ``.html``: one
     line per method with a band of ±1 std over seeds, zero-shot and the linear probe dashed.
@@ -80,6 +92,15 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
         figures[f"{m}_vs_shots"] = plots.accuracy_vs_shots(table, m, title=title)
         paths += plots.save_figure(plots.accuracy_vs_shots_plotly(table, m, title=title), out, f"{m}_vs_shots",
                                    plotly_js=plotly_js)
+    separation = [m for m in SEPARATION if any(m in r.metrics for r in records)]
+    if separation:  # every run's separability, modality gap and collapse (analysis.separation)
+        with_sep = [r for r in records if all(m in r.metrics for m in separation)]
+        paths += write_tables(_sorted(aggregate(with_sep, separation)), out, "separation", separation)
+        sep_runs = records_frame(with_sep, separation)
+        for m in separation:
+            figures[f"{m}_by_method"] = plots.compare_methods(
+                sep_runs, value=m, method="row", hue="shots", order=[r for r in row_order if r in set(sep_runs["row"])],
+                title=f"{spec.dataset}: {SEPARATION[m]} per method (mean ± std over seeds)")
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
     stale = stale_records(records)
