@@ -70,6 +70,74 @@ def make_smoke_dataset(root: str | Path, dataset: str = "eurosat", per_split: Se
     return root
 
 
+def circuit_diagram(label: int, index: int, size: int, seed: int = 0) -> np.ndarray:
+    """A diagram-like RGB image of class ``label``: black wires and component symbols on white.
+
+    The class decides which symbols appear (resistor zigzags, capacitor plates, a chip box, a
+    circle, a ground mark: the bits of ``label``) and the wiring's orientation; each image jitters
+    positions, line widths and adds scan noise, so the classes are learnable but not identical
+    copies. Numbers obtained on such images mean nothing about real circuit diagrams.
+    """
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng([seed, label, index])
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    w = max(1, int(rng.integers(1, 3)) * size // 64)
+    j = lambda v: float(v + rng.uniform(-0.04, 0.04)) * size  # noqa: E731 (jittered coordinate)
+    horizontal = label % 2 == 0
+    for k in range(2 + label % 3):  # wires
+        t = (k + 1) / (3 + label % 3)
+        d.line([(j(0.05), j(t)), (j(0.95), j(t))] if horizontal else [(j(t), j(0.05)), (j(t), j(0.95))], fill=0, width=w)
+    bits = [(label >> b) & 1 for b in range(5)]
+    if bits[0]:  # resistor zigzag
+        pts = [(j(0.2 + 0.06 * i), j(0.3 + (0.08 if i % 2 else -0.08))) for i in range(8)]
+        d.line(pts, fill=0, width=w)
+    if bits[1]:  # capacitor plates
+        d.line([(j(0.6), j(0.55)), (j(0.6), j(0.8))], fill=0, width=w + 1)
+        d.line([(j(0.66), j(0.55)), (j(0.66), j(0.8))], fill=0, width=w + 1)
+    if bits[2]:  # chip box with pins
+        d.rectangle([j(0.35), j(0.4), j(0.6), j(0.7)], outline=0, width=w)
+        for i in range(3):
+            d.line([(j(0.3), j(0.45 + 0.1 * i)), (j(0.35), j(0.45 + 0.1 * i))], fill=0, width=w)
+    if bits[3]:  # circle (transistor / lamp)
+        d.ellipse([j(0.7), j(0.15), j(0.9), j(0.35)], outline=0, width=w)
+    if bits[4]:  # ground mark
+        for i in range(3):
+            d.line([(j(0.15 + 0.03 * i), j(0.8 + 0.04 * i)), (j(0.35 - 0.03 * i), j(0.8 + 0.04 * i))], fill=0, width=w)
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 12, (size, size, 3))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def make_circuits_layout(root: str | Path, split_config: str | Path, label_map: str | Path,
+                         size: int = 48, seed: int = 0) -> Path:
+    """Write generated diagram-like images (:func:`circuit_diagram`) under the file names of a real
+    Circuits split, in the official layout, so the long-tailed Circuits grid runs without the images.
+
+    ``root/circuits/images/<file name of the split>`` (PNG or JPEG by the name's extension), plus
+    copies of ``split_config.json`` and ``label_map.json``: the real split's 154 / 100 / 1,078 file
+    names, 32 classes and long tail. Nothing is rewritten when the split file is already there.
+    Returns ``root``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    base = root / "circuits"
+    split_text, label_text = Path(split_config).read_text(), Path(label_map).read_text()
+    if (base / "split_config.json").is_file():
+        return root
+    split = json.loads(split_text)
+    entries = [entry for part in ("train", "val", "test") for entry in split[part]]
+    for n, (name, label, *_rest) in enumerate(entries):
+        path = base / "images" / name
+        image = Image.fromarray(circuit_diagram(int(label), n, size, seed))
+        kind = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        atomic_write(path, lambda tmp, image=image, kind=kind: image.save(tmp, format=kind))
+    atomic_write_text(base / "label_map.json", label_text)
+    atomic_write_text(base / "split_config.json", split_text)  # last: its presence means the dataset is complete
+    return root
+
+
 def resolve_data_root(spec: RunSpec, create: bool = True) -> Path:
     """The run's data root: ``data_root``; with ``smoke`` and none, the synthetic dataset under the
     cache root (generated when ``create``); else :func:`lowres_clip.datasets.default_data_root`."""
