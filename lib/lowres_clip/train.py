@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write
 from .methods.adapted import AdaptedCLIP, SupportFeatures, build_adapted, adapter_parts
 from .methods.lora import merged_lora
+from .methods import remedies
 from .settings import (  # noqa: F401
     SELECT_METRICS,
     SELECTIONS,
@@ -111,6 +112,7 @@ class TrainResult:
         movement: how far the kept parameters are from the initial ones, per parameter group
             (:meth:`lowres_clip.methods.AdaptedCLIP.parameter_group`; :func:`parameter_movement`).
         unmoved: the groups that did not move (:data:`MOVED_THRESHOLD`; :meth:`unmoved_groups`).
+        remedies: what each long-tail remedy of the method did (:mod:`lowres_clip.methods.remedies`).
         seconds: wall time.
     """
 
@@ -129,6 +131,7 @@ class TrainResult:
     augmentation: dict[str, Any] = field(default_factory=dict)
     movement: dict[str, dict[str, Any]] = field(default_factory=dict)
     unmoved: list[str] = field(default_factory=list)
+    remedies: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,9 +287,10 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, sampler=None) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=False,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=num_workers, drop_last=False,
         generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
         persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
     )
@@ -445,7 +449,7 @@ def train(
 
     counts = torch.bincount(labels_all, minlength=adapted.num_classes)
     task = TaskLoss(
-        class_balanced_weights(counts, cfg.balanced_beta) if cfg.balanced_loss else None,
+        remedies.loss_weights(counts, cfg),  # balanced_loss: Cui et al.'s or inverse-frequency weights
         logit_adjustment(counts, cfg.logit_adjustment_tau) if cfg.logit_adjustment_tau > 0 else None,
     ).to(device)
     protocol = cfg.augment_protocol()
@@ -458,7 +462,8 @@ def train(
 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps)
     sched = _scheduler(opt, cfg, iterations)
-    train_iter = _cycle(_loader(train_data, cfg.batch_size, True, cfg.num_workers, cfg.seed))
+    sampler = remedies.train_sampler(train_data, cfg)  # resample: class-balanced draws, else None (shuffle)
+    train_iter = _cycle(_loader(train_data, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler))
     break_iter = _cycle(_loader(breaking, cfg.batch_size, True, cfg.num_workers, cfg.seed + 2)) if breaking is not None else None
 
     validate = _validator(adapted, val_set, cfg, dtype)
@@ -514,6 +519,7 @@ def train(
     result.selected_val = next(h["val"] for h in result.history if h["step"] == result.selected_step)
     result.movement = parameter_movement(states[0], adapted.trainable_state(), adapted.parameter_group)
     result.unmoved = result.unmoved_groups()
+    remedies.after_training(adapted, train_set, cfg, result, validate, sampler)  # records; decouple's stage 2
     adapted.eval()
     result.seconds = time.time() - start
     return result
