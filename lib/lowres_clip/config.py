@@ -61,9 +61,13 @@ from .settings import (  # noqa: F401 (ConfigError is re-exported: the configura
     BitFitConfig,
     ClassicConfig,
     ConfigError,
+    DecoupleConfig,
     DiffusionConfig,
+    LogitAdjustConfig,
     LoraConfig,
     MetaAdapterConfig,
+    ResampleConfig,
+    ReweightConfig,
     TrainConfig,
     check_variant,
     runtime_field,
@@ -171,7 +175,8 @@ class RunConfig:
             model). The CPU profile uses 128 for EuroSAT's 64 px images (same linear-probe accuracy,
             3-4x cheaper).
         method: ``zero_shot``, ``linear_probe`` or any ``+``-combination of ``lora``, ``bitfit``,
-            ``meta_adapter`` (written in the canonical order ``lora+bitfit+meta_adapter``).
+            ``meta_adapter`` (written in the canonical order ``lora+bitfit+meta_adapter``), optionally
+            followed by long-tail remedies (``resample``, ``reweight``, ``la``, ``decouple``: ``lora+la``).
         shots: K, training images per class (validation: ``min(K, 4)`` per class).
         seed: seed of the shot sampling, adapter initialisation and training (the training loop
             gets it: :meth:`train_settings`; ``train.seed`` itself is not read for a run).
@@ -186,6 +191,8 @@ class RunConfig:
         lora: LoRA settings (used when ``method`` contains ``lora``).
         bitfit: BitFit settings (used when ``method`` contains ``bitfit``).
         meta_adapter: Meta-Adapter settings (used when ``method`` contains ``meta_adapter``).
+        resample, reweight, la, decouple: settings of the long-tail remedies (used when ``method``
+            contains them, e.g. ``lora+la``; :mod:`lowres_clip.methods.remedies`).
         train: the training loop's settings (iterations, lr, batch size, validation selection...).
         test_subset: evaluate on a fixed, class-stratified subset of this many test images (drawn
             with seed 0: the same images for every method, K and seed, so runs stay comparable);
@@ -220,6 +227,10 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     bitfit: BitFitConfig = field(default_factory=BitFitConfig)
     meta_adapter: MetaAdapterConfig = field(default_factory=MetaAdapterConfig)
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
+    reweight: ReweightConfig = field(default_factory=ReweightConfig)
+    la: LogitAdjustConfig = field(default_factory=LogitAdjustConfig)
+    decouple: DecoupleConfig = field(default_factory=DecoupleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test_subset: int | None = None
     runs_root: str | None = runtime_field(None, "records")

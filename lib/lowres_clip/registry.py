@@ -19,11 +19,16 @@ so a method registered outside the package is known in every process, notebook k
 A *method label* names what a run does, as it appears in run keys, grids and tables:
 
     label   := method [ "+aug-" kind [ "-" use ] ]
-    method  := zero_shot | linear_probe | adapter { "+" adapter }
+    method  := zero_shot | linear_probe | adapter { "+" adapter } { "+" remedy }
     adapter := lora | bitfit | meta_adapter          (written in registry order)
+    remedy  := resample | reweight | la | decouple   (after the adapters, in registry order)
     kind    := classic | diffusion ; use := preserving | breaking   (absent: both)
 
-e.g. ``lora``, ``lora+bitfit+meta_adapter``, ``lora+aug-classic``, ``lora+aug-diffusion-breaking``.
+e.g. ``lora``, ``lora+bitfit+meta_adapter``, ``lora+aug-classic``, ``lora+aug-diffusion-breaking``,
+``lora+la``, ``lora+bitfit+meta_adapter+reweight``. A *remedy* (role ``remedy``: long-tail
+re-sampling, re-weighting, logit adjustment, decoupled classifier re-training;
+:mod:`lowres_clip.methods.remedies`) changes how a trained method trains, so it never stands alone
+nor with the references only (``la``, ``zero_shot+la`` are errors).
 :func:`parse_label` is the only parser of that grammar and :meth:`MethodLabel.__str__` the only
 writer; every other module asks them.
 """
@@ -35,7 +40,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .settings import BitFitConfig, ConfigError, LoraConfig, MetaAdapterConfig, TrainConfig, check_encoders
+from .settings import (BitFitConfig, ConfigError, DecoupleConfig, LogitAdjustConfig, LoraConfig, MetaAdapterConfig,
+                       ResampleConfig, ReweightConfig, TrainConfig, check_encoders)
 
 AUGMENTATIONS = ("none", "classic", "diffusion")
 AUGMENT_USES = ("both", "preserving", "breaking")
@@ -44,7 +50,8 @@ ZERO_SHOT = "zero_shot"  # the method of an adapted model with no part applied (
 GOAL_BASELINE = "linear_probe"  # the reference the study's goal is stated against (README, results.py)
 TRAINED_BASELINE = "lora"  # the trained method other runs' training facts are set beside (results.py)
 PLUGINS_ENV = "LOWRES_CLIP_METHODS"
-ROLES = ("trained", "reference")
+REMEDY = "remedy"  # the role of a long-tail remedy: it changes how the trained parts of a label train
+ROLES = ("trained", "reference", REMEDY)
 RUNNERS = {  # how a run of a method is made (lowres_clip.pipeline.run)
     "adapted": "lowres_clip.pipeline.run:run_adapted",  # an AdaptedCLIP, trained by lowres_clip.train when it trains
     "features": "lowres_clip.pipeline.run:run_linear_probe",  # a classifier fitted on cached image features
@@ -92,7 +99,8 @@ class Method:
         trains: whether it has a training loop (zero-shot and the linear probe do not).
         combines: whether it combines with other adapters through ``+``.
         towers: which encoder towers it trains, given its settings (``None``: none).
-        role: ``trained`` (a contestant) or ``reference`` (drawn dashed, never "the best method").
+        role: ``trained`` (a contestant), ``reference`` (drawn dashed, never "the best method") or
+            ``remedy`` (a long-tail remedy: combined after a trained method's parts, never alone).
         runner: how a run is made: ``adapted`` (an :class:`~lowres_clip.methods.adapted.AdaptedCLIP`)
             or ``features`` (a classifier fitted on cached image features); see :data:`RUNNERS`.
         apply: ``apply(model, settings, seed) -> set of trainable parameter names`` (names in
@@ -106,6 +114,10 @@ class Method:
         train_protocol: ``train_protocol(settings, train, parts) -> TrainConfig``: the training loop
             this method asks for within a label of ``parts`` (``None``: the run's ``train``).
             Light (no torch): :meth:`lowres_clip.config.RunConfig.validate` calls it.
+        after_train: ``after_train(adapted, settings, stage) -> dict``: called by the training loop
+            after its loop (:func:`lowres_clip.methods.remedies.after_training`, ``stage`` a
+            :class:`~lowres_clip.methods.remedies.Stage`); may run a second stage (``decouple``);
+            returns what the method did, recorded in ``TrainResult.remedies[name]`` (``None``: none).
         copies_model: whether ``apply`` changes encoder weights (the bundle's model is then copied).
         adds_parameters: whether the parameters ``apply`` trains are new ones added to the model (LoRA's
             matrices), not counted in the base model's size.
@@ -126,6 +138,7 @@ class Method:
     head: str | Callable | None = None
     parameter_group: str | Callable | None = None
     train_protocol: str | Callable | None = None
+    after_train: str | Callable | None = None
     copies_model: bool = False
     adds_parameters: bool = False
 
@@ -139,6 +152,9 @@ class Method:
             raise ConfigError(f"method registry: {self.name}: runner {self.runner!r} not in {tuple(RUNNERS)}.")
         if (self.config_field is None) != (self.config_class is None):
             raise ConfigError(f"method registry: {self.name}: give config_field and config_class together.")
+        if self.role == REMEDY and (self.trains or self.apply is not None or self.head is not None or not self.combines):
+            raise ConfigError(f"method registry: {self.name}: a remedy combines, does not train by itself "
+                              "and has neither apply nor head (it changes the training: train_protocol, after_train).")
         if self.trains and self.runner == "adapted" and self.apply is None and self.head is None:
             raise ConfigError(f"method registry: {self.name} trains but has neither apply nor head.")
 
@@ -166,21 +182,40 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            head="lowres_clip.methods.meta_adapter:build_head",
            parameter_group="lowres_clip.methods.meta_adapter:parameter_group",
            train_protocol=MetaAdapterConfig.train_protocol),
+    # long-tail remedies (role "remedy"): lowres_clip.methods.remedies
+    Method("resample", NB_LORA, "class-balanced re-sampling, p_c ∝ n_c^q (Kang et al. 2020)", "resample",
+           ResampleConfig, combines=True, role=REMEDY, train_protocol=ResampleConfig.train_protocol,
+           after_train="lowres_clip.methods.remedies:record_resample"),
+    Method("reweight", NB_LORA, "class-weighted cross-entropy: 1/n_c or effective number (Cui et al. 2019)",
+           "reweight", ReweightConfig, combines=True, role=REMEDY, train_protocol=ReweightConfig.train_protocol,
+           after_train="lowres_clip.methods.remedies:record_reweight"),
+    Method("la", NB_LORA, "logit-adjusted loss, logits + tau log prior (Menon et al. 2021)", "la",
+           LogitAdjustConfig, combines=True, role=REMEDY, train_protocol=LogitAdjustConfig.train_protocol,
+           after_train="lowres_clip.methods.remedies:record_la"),
+    Method("decouple", NB_LORA, "then re-train the classifier, class-balanced, on fixed features (cRT, Kang et al. 2020)",
+           "decouple", DecoupleConfig, combines=True, role=REMEDY,
+           after_train="lowres_clip.methods.remedies:retrain_classifier_stage"),
 )}
-BUILTIN = tuple(METHODS)
-METHOD_ORDER = tuple(METHODS)
-ADAPTERS = tuple(name for name, m in METHODS.items() if m.combines)
-TRAINING_FREE = tuple(name for name, m in METHODS.items() if not m.trains)
-REFERENCES = tuple(name for name, m in METHODS.items() if m.role == "reference")
 _plugins_loaded = False
 
 
 def _refresh() -> None:
-    global METHOD_ORDER, ADAPTERS, TRAINING_FREE, REFERENCES
+    global METHOD_ORDER, ADAPTERS, REMEDIES, TRAINING_FREE, REFERENCES
     METHOD_ORDER = tuple(METHODS)
-    ADAPTERS = tuple(name for name, m in METHODS.items() if m.combines)
-    TRAINING_FREE = tuple(name for name, m in METHODS.items() if not m.trains)
+    ADAPTERS = tuple(name for name, m in METHODS.items() if m.combines and m.role != REMEDY)
+    REMEDIES = tuple(name for name, m in METHODS.items() if m.role == REMEDY)
+    TRAINING_FREE = tuple(name for name, m in METHODS.items() if not m.trains and m.role != REMEDY)
     REFERENCES = tuple(name for name, m in METHODS.items() if m.role == "reference")
+
+
+BUILTIN = tuple(METHODS)
+METHOD_ORDER = ADAPTERS = REMEDIES = TRAINING_FREE = REFERENCES = ()
+_refresh()
+
+
+def is_remedy(method: str) -> bool:
+    """Whether ``method`` is a long-tail remedy (role ``remedy``)."""
+    return get(method).role == REMEDY
 
 
 def register_method(method: Method, replace: bool = False) -> Method:
@@ -267,13 +302,16 @@ def runner_of(parts: tuple[str, ...]) -> Callable:
 
 def effective_train(train: TrainConfig, parts: tuple[str, ...] | str, settings_of: Callable[[str], Any]) -> TrainConfig:
     """The training-loop settings a label of ``parts`` trains with: ``train`` passed through each
-    part's ``train_protocol`` (``settings_of(part)``: that part's settings). Today only the
-    Meta-Adapter has one (:meth:`lowres_clip.settings.MetaAdapterConfig.train_protocol`)."""
+    part's ``train_protocol`` (``settings_of(part)``: that part's settings), remedies last. The
+    Meta-Adapter's (:meth:`lowres_clip.settings.MetaAdapterConfig.train_protocol`) and the remedies'
+    (``resample``, ``reweight``, ``la``) have one; each is told the label's parts less its remedies
+    (``meta_adapter+la`` trains as the Meta-Adapter alone, with the logit-adjusted loss)."""
     parts = parse_method(parts) if isinstance(parts, str) else tuple(parts)
+    trained = tuple(p for p in parts if get(p).role != REMEDY)
     for part in parts:
         rule = resolve(get(part).train_protocol)
         if rule is not None:
-            train = rule(settings_of(part), train, parts)
+            train = rule(settings_of(part), train, trained)
     return train
 
 
@@ -330,10 +368,11 @@ class MethodLabel:
 
 
 def parse_method(method: str) -> tuple[str, ...]:
-    """Validate a method name without augmentation; its parts in registry order.
+    """Validate a method name without augmentation; its parts in registry order (remedies last).
 
     Raises:
-        ConfigError: an unknown part, a part named twice, or a training-free method combined.
+        ConfigError: an unknown part, a part named twice, a training-free method combined, or a
+            remedy without a trained method to remedy (``la``, ``zero_shot+la``, ``linear_probe+la``).
     """
     load_plugins()
     if not isinstance(method, str) or not method.strip():
@@ -347,10 +386,14 @@ def parse_method(method: str) -> tuple[str, ...]:
                               f"(adapters combine with '+', e.g. 'lora+bitfit+meta_adapter').{hint}")
     if len(set(parts)) != len(parts):
         raise ConfigError(f"method: {method!r} names a method twice.")
-    if len(parts) > 1 and any(p not in ADAPTERS for p in parts):
-        raise ConfigError(f"method: {method!r}: only {ADAPTERS} combine; "
+    remedies = [p for p in parts if METHODS[p].role == REMEDY]
+    if remedies and not any(METHODS[p].trains for p in parts):
+        raise ConfigError(f"method: {method!r}: a remedy changes how a trained method trains; combine it, "
+                          f"e.g. lora+{remedies[0]} (remedies {REMEDIES} go after a trained method of {ADAPTERS}).")
+    if len(parts) > 1 and any(p not in ADAPTERS + REMEDIES for p in parts):
+        raise ConfigError(f"method: {method!r}: only {ADAPTERS} combine (and the remedies {REMEDIES} with them); "
                           f"{' and '.join(TRAINING_FREE)} stand alone.")
-    return tuple(sorted(parts, key=METHOD_ORDER.index))
+    return tuple(sorted(parts, key=lambda p: (METHODS[p].role == REMEDY, METHOD_ORDER.index(p))))
 
 
 def parse_label(label: str | MethodLabel) -> MethodLabel:

@@ -233,6 +233,116 @@ class MetaAdapterConfig:
         return out
 
 
+# ----------------------------------------------------------------------------- long-tail remedies
+# A remedy changes how a trained method trains (registry role ``remedy``: ``lora+la``); its logic is in
+# lowres_clip.methods.remedies. ``train_protocol`` (light) is its registry row's training-protocol hook.
+REWEIGHT_KINDS = ("inverse", "effective")
+
+
+@dataclass
+class ResampleConfig:
+    """Class-balanced re-sampling (Kang et al., ICLR 2020, "Decoupling representation and classifier
+    for long-tailed recognition"): the training loader draws items with replacement so that a class
+    ``c`` of ``n_c`` items is drawn with probability ``p_c = n_c^q / sum_j n_j^q`` (per item:
+    weight ``n_c^(q-1)``), instead of shuffling; the number of iterations is unchanged.
+
+    Attributes:
+        q: the exponent of generalised square-root sampling: 0 class-balanced (``p_c = 1/C``),
+            0.5 square-root, 1 instance-balanced (every item equally likely, as shuffling).
+    """
+
+    q: float = 0.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.q <= 1.0:
+            raise AdaptationError(f"resample: q must be in [0, 1] (0 class-balanced, 1 instance-balanced), got {self.q!r}.")
+
+    def train_protocol(self, train: "TrainConfig", parts: tuple[str, ...]) -> "TrainConfig":
+        """``train`` with ``resample_q = q`` (the loop then draws with a seeded WeightedRandomSampler)."""
+        return dataclasses.replace(train, resample_q=float(self.q))
+
+
+@dataclass
+class ReweightConfig:
+    """Class-level re-weighting of the cross-entropy, normalised so that ``sum_c w_c = C`` over the
+    classes present in the training set (absent classes: 0).
+
+    Attributes:
+        kind: ``inverse`` (``w_c ∝ 1 / n_c``) or ``effective`` (Cui et al., CVPR 2019, "Class-Balanced
+            Loss Based on Effective Number of Samples": ``w_c ∝ (1 - beta) / (1 - beta^n_c)``).
+        beta: beta of the effective number of samples (``effective`` only), in [0, 1).
+    """
+
+    kind: str = "effective"
+    beta: float = 0.999
+
+    def validate(self) -> None:
+        if self.kind not in REWEIGHT_KINDS:
+            raise AdaptationError(f"reweight: kind must be one of {REWEIGHT_KINDS}, got {self.kind!r}.")
+        if not 0.0 <= self.beta < 1.0:
+            raise AdaptationError(f"reweight: beta must be in [0, 1), got {self.beta!r}.")
+
+    def train_protocol(self, train: "TrainConfig", parts: tuple[str, ...]) -> "TrainConfig":
+        """``train`` with the class-weighted loss on (``balanced_loss``, ``balanced_weights``, ``balanced_beta``)."""
+        return dataclasses.replace(train, balanced_loss=True, balanced_weights=self.kind, balanced_beta=float(self.beta))
+
+
+@dataclass
+class LogitAdjustConfig:
+    """The logit-adjusted loss (Menon et al., ICLR 2021, "Long-tail learning via logit adjustment";
+    LIFT, ICML 2024): the training cross-entropy sees ``logits + tau * log(pi_c)`` with ``pi`` the
+    training set's class prior; evaluation uses the plain logits.
+
+    Attributes:
+        tau: the scaling tau (> 0; Menon et al.: 1).
+    """
+
+    tau: float = 1.0
+
+    def validate(self) -> None:
+        if not self.tau > 0:
+            raise AdaptationError(f"la: tau must be positive (drop '+la' for no adjustment), got {self.tau!r}.")
+
+    def train_protocol(self, train: "TrainConfig", parts: tuple[str, ...]) -> "TrainConfig":
+        """``train`` with ``logit_adjustment_tau = tau``."""
+        return dataclasses.replace(train, logit_adjustment_tau=float(self.tau))
+
+
+@dataclass
+class DecoupleConfig:
+    """Decoupled classifier re-balancing (Kang et al., ICLR 2020, classifier re-training, cRT): after
+    the method's training, a second stage keeps the representation fixed and re-trains only the
+    classifier, the class embeddings ``[C, D]`` the logits compare image features with, with
+    class-balanced sampling (:func:`lowres_clip.methods.remedies.retrain_classifier`).
+
+    Stage 2 encodes each training image ``views`` times, once, with the trained model in eval mode
+    through the *training* transform (random crop and flip: cRT re-trains with the training
+    augmentation), then learns the class embeddings: initialised at the current classifier, cosine
+    logits at the training logit scale (100), cross-entropy, batches drawn class-balanced
+    (``p_c = 1/C``), AdamW without weight decay, constant learning rate. The model then classifies
+    with them (``AdaptedCLIP.classifier_override``, kept in its checkpoint).
+
+    Attributes:
+        iterations: steps of stage 2 (default 100).
+        lr: its AdamW learning rate (default 1e-3: each step turns a unit class embedding by about
+            ``lr * sqrt(D)`` radians at most).
+        batch_size: features per step (``None``: the run's ``train.batch_size``).
+        views: random training-transform views encoded per training image (default 1).
+    """
+
+    iterations: int = 100
+    lr: float = 1e-3
+    batch_size: int | None = None
+    views: int = 1
+
+    def validate(self) -> None:
+        bad = {k: v for k, v in (("iterations", self.iterations), ("lr", self.lr), ("views", self.views)) if not v > 0}
+        if self.batch_size is not None and self.batch_size < 1:
+            bad["batch_size"] = self.batch_size
+        if bad:
+            raise AdaptationError(f"decouple: out-of-range values {bad} (all positive; batch_size may be null).")
+
+
 # ----------------------------------------------------------------------------- training loop
 SELECT_METRICS = ("accuracy", "balanced_accuracy")
 SELECTIONS = ("last", "best_val")
@@ -339,8 +449,12 @@ class TrainConfig:
         precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (autocast; see ``utils.resolve_precision``).
         num_workers: DataLoader worker processes.
         seed: seed of data order, augmentation, dropout and the preserving coin flips.
-        balanced_loss: weight the cross-entropy by Cui et al.'s class-balanced weights.
+        balanced_loss: weight the cross-entropy by class weights (``balanced_weights``).
+        balanced_weights: which: ``effective`` (Cui et al.'s class-balanced weights) or ``inverse``
+            (``1 / n_c``); both normalised to sum to the number of present classes.
         balanced_beta: beta of the effective number of samples.
+        resample_q: draw training items with replacement, class ``c`` with probability ``∝ n_c^q``
+            (Kang et al. 2020; 0: class-balanced); ``None``: shuffle (the ``resample`` remedy sets it).
         logit_adjustment_tau: tau of Menon et al.'s logit-adjusted loss (0 = off).
         augment_variant: the augmentation protocol (:data:`AUGMENT_PROTOCOLS`), ``lrv`` or ``seed``;
             :class:`~lowres_clip.config.RunConfig` copies ``augmentation.variant`` here.
@@ -373,6 +487,8 @@ class TrainConfig:
     seed: int = 1
     balanced_loss: bool = False
     balanced_beta: float = 0.999
+    balanced_weights: str = added_field("effective", absent_means="effective", doc="effective (Cui) or inverse")
+    resample_q: float | None = added_field(None, absent_means=None, doc="class-balanced re-sampling exponent")
     logit_adjustment_tau: float = 0.0
     augment_variant: str = "lrv"
     preserving_p: float | None = None
@@ -408,6 +524,8 @@ class TrainConfig:
             "num_workers": self.num_workers >= 0,
             "balanced_beta": 0 <= self.balanced_beta < 1,
             "logit_adjustment_tau": self.logit_adjustment_tau >= 0,
+            "balanced_weights": self.balanced_weights in REWEIGHT_KINDS,
+            "resample_q": opt(self.resample_q, lambda v: 0 <= v <= 1),
             "preserving_p": opt(self.preserving_p, lambda v: 0 <= v <= 1),
             "preserving_weight": opt(self.preserving_weight, lambda v: v > 0),
             "breaking_lambda": opt(self.breaking_lambda, lambda v: v >= 0),

@@ -44,6 +44,9 @@ from .meta_adapter import MetaAdapter, PackedSupport, episode_mask, pack_support
 from .zero_shot import LOGIT_SCALE, cosine_logits
 
 ZERO_SHOT = registry.ZERO_SHOT
+CLASSIFIER_OVERRIDE = "classifier_override"
+"""The buffer (and trained-state key) of class embeddings learned after training, which
+:meth:`AdaptedCLIP.classifier` returns when set (the ``decouple`` remedy)."""
 
 
 class UnknownMethodError(AdaptationError):
@@ -51,9 +54,9 @@ class UnknownMethodError(AdaptationError):
 
 
 def adapter_parts(method: str) -> tuple[str, ...]:
-    """The parts of ``method`` that act on the model, in registry order (``()`` for ``zero_shot``,
-    which the registry runs as an AdaptedCLIP with nothing applied), as
-    :func:`lowres_clip.registry.parse_method` reads them.
+    """The parts of ``method`` that act on the model or on its training, in registry order (``()``
+    for ``zero_shot``, which the registry runs as an AdaptedCLIP with nothing applied; long-tail
+    remedies, role ``remedy``, last), as :func:`lowres_clip.registry.parse_method` reads them.
 
     Raises:
         UnknownMethodError: what the registry refuses, or a method another runner makes (the
@@ -72,7 +75,7 @@ def adapter_parts(method: str) -> tuple[str, ...]:
     heads = [e.name for e in entries if e.head is not None]
     if len(heads) > 1:
         raise UnknownMethodError(f"{method}: {heads} each put a head on the features; combine at most one.")
-    return tuple(e.name for e in entries if e.apply is not None or e.head is not None)
+    return tuple(e.name for e in entries if e.apply is not None or e.head is not None or e.role == registry.REMEDY)
 
 
 def weights_fingerprint(model: nn.Module) -> torch.Tensor:
@@ -182,6 +185,8 @@ class AdaptedCLIP(nn.Module):
         self.packed: PackedSupport | None = None
         self.register_buffer("support_features", torch.empty(0), persistent=False)
         self.register_buffer("support_labels", torch.empty(0, dtype=torch.long), persistent=False)
+        # class embeddings [C, D] learned after training (the decouple remedy); None: classifier() computes them
+        self.register_buffer(CLASSIFIER_OVERRIDE, None, persistent=False)
         if self.head_part is not None:
             build = registry.resolve(registry.get(self.head_part).head)
             self.meta_adapter = build(dim, self.settings[self.head_part], seed).to(self.device)
@@ -371,6 +376,8 @@ class AdaptedCLIP(nn.Module):
         In training, ``query_indices`` (rows of the support set that are in the current batch) are
         removed from the support when ``meta_cfg.exclude_query``; ``episode_shots`` subsamples it.
         """
+        if self.classifier_override is not None:  # re-trained on fixed features (lowres_clip.methods.remedies)
+            return self.classifier_override
         text = self.class_embeddings()
         if self.meta_adapter is None:
             return text
@@ -392,16 +399,23 @@ class AdaptedCLIP(nn.Module):
 
     # ------------------------------------------------------------------ trained state
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Detached copies of every trained parameter (what a checkpoint stores)."""
-        return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+        """Detached copies of every trained parameter (what a checkpoint stores), and the
+        :data:`CLASSIFIER_OVERRIDE` when a second stage set one."""
+        state = {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+        if self.classifier_override is not None:
+            state[CLASSIFIER_OVERRIDE] = self.classifier_override.detach().clone()
+        return state
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load trained parameters (names must match exactly) and refresh the caches.
+        """Load trained parameters (names must match exactly; a :data:`CLASSIFIER_OVERRIDE` is set,
+        its absence clears it) and refresh the caches.
 
         Raises:
             AdaptationError: missing or unexpected names, or shape mismatches.
         """
         own = self.trainable_parameters()
+        state = dict(state)
+        override = state.pop(CLASSIFIER_OVERRIDE, None)  # absent: the classifier is computed
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
             raise AdaptationError(
@@ -413,6 +427,9 @@ class AdaptedCLIP(nn.Module):
                 if p.shape != state[n].shape:
                     raise AdaptationError(f"trained parameter {n}: shape {tuple(state[n].shape)} != {tuple(p.shape)}")
                 p.copy_(state[n].to(p.device, p.dtype))
+        if override is not None and override.shape[0] != self.num_classes:
+            raise AdaptationError(f"{CLASSIFIER_OVERRIDE}: {override.shape[0]} classes, not {self.num_classes}")
+        self.classifier_override = None if override is None else override.to(self.device, torch.float32)
         self.refresh()
 
 

@@ -29,9 +29,10 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, sampler=None) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=False,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=num_workers, drop_last=False,
         generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
         persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
     )

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..methods import remedies
 from ..methods.adapted import AdaptedCLIP
 from .. import registry
 from ..settings import TrainConfig
@@ -21,7 +22,7 @@ from ..numerics import precision_name
 from ..utils import AdaptationError, autocast, resolve_precision, seed_everything
 from .evaluation import _metric, evaluate
 from .loaders import _cycle, _loader, dataset_labels
-from .losses import TaskLoss, class_balanced_weights, logit_adjustment
+from .losses import TaskLoss, logit_adjustment
 from .movement import MOVED_THRESHOLD, parameter_movement
 from .selection import select_checkpoint
 
@@ -48,6 +49,7 @@ class TrainResult:
             empty without generated images.
         movement: how far the kept parameters are from the initial ones, per parameter group
             (:meth:`lowres_clip.methods.AdaptedCLIP.parameter_group`; :func:`parameter_movement`).
+        remedies: what each long-tail remedy of the method did (:mod:`lowres_clip.methods.remedies`).
         unmoved: the groups that did not move (:data:`MOVED_THRESHOLD`; :meth:`unmoved_groups`).
         seconds: wall time.
     """
@@ -67,6 +69,7 @@ class TrainResult:
     augmentation: dict[str, Any] = field(default_factory=dict)
     movement: dict[str, dict[str, Any]] = field(default_factory=dict)
     unmoved: list[str] = field(default_factory=list)
+    remedies: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +169,8 @@ def train(
 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps)
     sched = _scheduler(opt, cfg, iterations)
-    train_iter = _cycle(_loader(train_data, cfg.batch_size, True, cfg.num_workers, cfg.seed))
+    sampler = remedies.train_sampler(train_data, cfg)  # resample: class-balanced draws, else None (shuffle)
+    train_iter = _cycle(_loader(train_data, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler))
     break_iter = _cycle(_loader(breaking, cfg.batch_size, True, cfg.num_workers, cfg.seed + 2)) if breaking is not None else None
 
     validate = _validator(adapted, val_set, cfg, dtype)
@@ -201,6 +205,7 @@ def train(
                 break
     bar.close()
     _keep_selected(adapted, result, kept.states)
+    remedies.after_training(adapted, train_set, cfg, result, validate, sampler)  # records; decouple's stage 2
     adapted.eval()
     result.seconds = time.time() - start
     return result
@@ -226,7 +231,7 @@ def _task_loss(counts: torch.Tensor, cfg: TrainConfig) -> TaskLoss:
     """The run's :class:`TaskLoss` from the training set's class ``counts``: class-balanced weights and
     logit adjustment when ``cfg`` asks for them."""
     return TaskLoss(
-        class_balanced_weights(counts, cfg.balanced_beta) if cfg.balanced_loss else None,
+        remedies.loss_weights(counts, cfg),  # balanced_loss: Cui et al.'s or inverse-frequency weights
         logit_adjustment(counts, cfg.logit_adjustment_tau) if cfg.logit_adjustment_tau > 0 else None,
     )
 
