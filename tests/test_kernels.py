@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from lowres_clip import interrupt
 from lowres_clip.jobs import Job, execute
@@ -46,22 +45,8 @@ def test_ctrl_c_in_a_terminal_prints_the_summary_and_no_kernel_traceback(tmp_pat
     roots = {name: tmp_path / name for name in ("runs", "figures", "cache")}
     cmd = [sys.executable, "-m", "lowres_clip.study", "--profile", "smoke", "--dataset", "eurosat",
            "--data-root", str(data), *[a for n, p in roots.items() for a in (f"--{n}-root", str(p))]]
-    path = os.pathsep.join([str(LIB), *filter(None, [os.environ.get("PYTHONPATH")])])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": path})
-    try:
-        notebooks = roots["runs"] / "notebooks"
-        deadline = time.monotonic() + 240
-        while not any(notebooks.rglob("*.ipynb")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(3)  # the kernel is busy with a cell
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+    notebooks = roots["runs"] / "notebooks"
+    proc, out, err = _ctrl_c_when(cmd, lambda: any(notebooks.rglob("*.ipynb")), 240, 180)
     text = out + err
     assert proc.returncode == interrupt.EXIT_CODE, text
     assert "Traceback" not in text and "[IPKernelApp]" not in text, text
@@ -97,23 +82,30 @@ def test_ctrl_c_while_a_cell_runs_leaves_the_kernel_silent(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("import time\nfor _ in range(600):\n    time.sleep(0.1)")]
     nbformat.write(nb, tmp_path / "sleep.ipynb")
-    path = os.pathsep.join([str(LIB), *filter(None, [os.environ.get("PYTHONPATH")])])
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": path})
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "out" / "sleep.ipynb").exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(3)  # the kernel has started and runs the cell
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+    proc, out, err = _ctrl_c_when([sys.executable, "-c", SLEEPER, str(tmp_path)],
+                                  lambda: (tmp_path / "out" / "sleep.ipynb").exists(), 120, 120)
     assert proc.returncode == interrupt.EXIT_CODE, out + err
     assert "Traceback" not in out + err and "[IPKernelApp]" not in out + err, out + err
     assert err.strip() == ("interrupted during sleep: 0 ran, 0 already done; 1 not finished (first: sleep). "
                            "Rerun the same command to finish: finished runs are skipped."), err
+
+
+def _ctrl_c_when(cmd: list[str], ready, start_timeout: float, end_timeout: float):
+    """Start ``cmd`` in its own session, wait until ``ready()`` and 3 s more (a cell is busy), then
+    send SIGINT to its whole process group as a terminal's Ctrl-C does; ``(proc, stdout, stderr)``."""
+    path = os.pathsep.join([str(LIB), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": path})
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=end_timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return proc, out, err

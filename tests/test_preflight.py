@@ -31,6 +31,19 @@ def _restore_loggers():
         logging.getLogger(name).setLevel(level)
 
 
+def _run_study(args: list[str], roots: dict[str, str], capsys) -> tuple[int, list[str], float]:
+    """``study.main`` with the test's roots; its exit code, stderr lines (shown) and start time."""
+    from lowres_clip import study
+
+    for name, value in roots.items():
+        args = [*args, f"--{name.replace('_', '-')}", value]
+    t0 = time.perf_counter()
+    rc = study.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    _show(err, t0)
+    return rc, err, t0
+
+
 def _show(lines, t0: float) -> None:
     print(f"\n[{time.perf_counter() - t0:.2f} s] " + "\n".join(lines))
 
@@ -290,16 +303,9 @@ def roots(tmp_path: Path) -> dict[str, str]:
 
 
 def test_study_stops_before_any_notebook_with_one_line_per_problem(roots, tmp_path, capsys):
-    from lowres_clip import study
-
     args = ["--profile", "smoke", "--dataset", "eurosat", "--data-root", str(tmp_path / "nowhere"),
             "--methods", "zero_shot", "lora", "--shots", "1", "--seeds", "1"]
-    for name, value in roots.items():
-        args += [f"--{name.replace('_', '-')}", value]
-    t0 = time.perf_counter()
-    rc = study.main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    _show(err, t0)
+    rc, err, _ = _run_study(args, roots, capsys)
     assert rc == 2 and len(err) == 2
     assert err[0] == "error: preflight: 1 problem, nothing ran:" and "EuroSAT folder not found" in err[1]
     assert not Path(roots["runs_root"]).exists()  # no run folder, empty or not
@@ -310,7 +316,6 @@ def test_missing_diffusion_weights_stop_the_study_before_any_notebook(roots, eur
     preflight line with the local-folder advice, nothing runs (it used to fail inside its notebook)."""
     import yaml
 
-    from lowres_clip import study
     from lowres_clip.config import load_profile
 
     raw = yaml.safe_load(load_profile("smoke").path.read_text())
@@ -326,12 +331,7 @@ def test_missing_diffusion_weights_stop_the_study_before_any_notebook(roots, eur
     args = ["--profile", str(profile), "--dataset", "eurosat", "--data-root", str(eurosat_root),
             "--methods", "zero_shot", "lora+aug-diffusion", "--shots", "1", "--seeds", "1",
             "--set", f"augmentation.generator.model_id={missing}"]
-    for name, value in roots.items():
-        args += [f"--{name.replace('_', '-')}", value]
-    t0 = time.perf_counter()
-    rc = study.main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    _show(err, t0)
+    rc, err, _ = _run_study(args, roots, capsys)
     assert rc == 2 and "error: preflight: 1 problem, nothing ran:" in err  # after the images' progress bar
     line = err[err.index("error: preflight: 1 problem, nothing ran:") + 1:]
     assert len(line) == 1 and line[0].strip().startswith(f"augmentation: Stable Diffusion weights '{missing}'")

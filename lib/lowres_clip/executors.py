@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 
 from . import interrupt
 from .cluster import ClusterConfig, SlurmSettings, time_minutes
-from .jobs import KERNEL_NAME, NB_REPORT, NOTEBOOKS_DIR, Job, StudyError, StudyResult, error_message, execute
+from .jobs import KERNEL_NAME, NOTEBOOKS_DIR, Job, StudyError, StudyResult, error_message, execute
+from .registry import NB_REPORT
 
 SkipRule = Callable[[Job, "set[str]"], bool]
 """``(job, names of the jobs run or planned in this study) -> whether the job has nothing to do``."""

@@ -9,18 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .registry import (  # noqa: F401 (the notebook names are the registry's; re-exported)
-    NB_AUG_GENERATE,
-    NB_AUG_TRAIN,
-    NB_BITFIT,
-    NB_DATA,
-    NB_FAILURE,
-    NB_LORA,
-    NB_META,
-    NB_REPORT,
-    NB_ZERO_SHOT,
-    NOTEBOOKS,
-)
+from .registry import NB_REPORT
 from .spec import RunSpec
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"

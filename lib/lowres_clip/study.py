@@ -60,18 +60,11 @@ from . import registry
 from .atomic import atomic_write_text
 from .cluster import EXECUTORS, merge_cluster
 from .config import PROFILES_DIR, ConfigError, GridEntry, Profile, RunConfig, load_profile, parse_entry, resolve_config
+from .registry import (  # noqa: F401 (the notebook names are the registry's; re-exported: the study's names)
+    NB_AUG_GENERATE, NB_AUG_TRAIN, NB_BITFIT, NB_DATA, NB_FAILURE, NB_LORA, NB_META, NB_REPORT, NB_ZERO_SHOT, NOTEBOOKS,
+)
 from .jobs import (  # noqa: F401 (re-exported: the study's names)
     KERNEL_NAME,
-    NB_AUG_GENERATE,
-    NB_AUG_TRAIN,
-    NB_BITFIT,
-    NB_DATA,
-    NB_FAILURE,
-    NB_LORA,
-    NB_META,
-    NB_REPORT,
-    NB_ZERO_SHOT,
-    NOTEBOOKS,
     NOTEBOOKS_DIR,
     Job,
     StudyError,
