@@ -1,85 +1,20 @@
-"""Typed, strict run configuration and study profiles.
-
-A *run* is fully described by one :class:`RunConfig`. Its nested method configurations are the
-dataclasses of :mod:`lowres_clip.settings` (:class:`~lowres_clip.settings.LoraConfig`,
-:class:`~lowres_clip.settings.BitFitConfig`, :class:`~lowres_clip.settings.MetaAdapterConfig`,
-:class:`~lowres_clip.settings.TrainConfig`); this module only nests them, so every field is
-documented exactly once.
-
-A *profile* (``lib/lowres_clip/profiles/{name}.yaml``) is ``defaults`` (values of
-:class:`RunConfig` fields, nested configs as mappings) plus a ``grid`` (datasets, shots, seeds,
-methods and the failure-analysis pairs) that :mod:`lowres_clip.study` runs::
-
-    description: one line
-    defaults:
-      model: ViT-B-16
-      weights: openai
-      train: {iterations: 500, lr: 2.0e-4}
-    grid:
-      datasets: [eurosat]
-      shots: [1, 2, 4, 8, 16]
-      seeds: [1, 2, 3]
-      methods: [zero_shot, linear_probe, lora, lora+aug-classic]
-      failure_pairs: [[zero_shot, lora]]
-
-Everything is validated eagerly: an unknown key anywhere (top level, ``defaults``, a nested
-method config, ``grid``, notebook parameters) raises :class:`ConfigError` naming the key and its
-path (e.g. ``defaults.train.iterationz``) with the accepted keys; so do unknown method names and
-values of the wrong type. The study runner resolves every run of the grid before starting any.
-
-Method labels in the grid may carry an augmentation suffix, ``{method}+aug-{kind}[-{use}]``
-(``lora+aug-classic``); their grammar is owned by :mod:`lowres_clip.registry`. A grid entry may
-also carry settings of its own, ``meta_adapter[meta_adapter.budget=run]`` (:class:`GridEntry`), so
-one label can run twice with different settings. What a run *is* (its
-key, settings hash and paths) is owned by :class:`lowres_clip.spec.RunSpec`, built from a resolved
-:class:`RunConfig`. Fields marked ``runtime`` (paths, device, workers, progress bars) do not change
-a result and are left out of the run's identity.
-
-This module imports nothing heavy (no torch, no open_clip): the method settings live in
-:mod:`lowres_clip.settings`.
-
-Notebook parameters override profile values: :func:`resolve_config`.
-"""
+"""What one run needs: :class:`RunConfig` (typed, strict; validation never changes it), its augmentation section, and how it is built from nested mappings and dotted overrides."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from .. import registry
+from ..strict import _coerce, _type_hints, from_dict
+from ..registry import AUGMENT_USES, AUGMENTATIONS, MethodLabel
+from ..settings import EMBEDDED_MODEL, BitFitConfig, ClassicConfig, ConfigError, DecoupleConfig, DiffusionConfig, LogitAdjustConfig, LoraConfig, MetaAdapterConfig, ResampleConfig, ReweightConfig, TrainConfig, check_variant, runtime_field
 
-from . import registry
-from .cluster import parse_cluster
-from .strict import _coerce, _type_hints, from_dict
-from .registry import AUGMENT_USES, AUGMENTATIONS, MethodLabel
-from .settings import (  # noqa: F401 (ConfigError is re-exported: the configuration's error)
-    EMBEDDED_MODEL,
-    BitFitConfig,
-    ClassicConfig,
-    ConfigError,
-    DecoupleConfig,
-    DiffusionConfig,
-    LogitAdjustConfig,
-    LoraConfig,
-    MetaAdapterConfig,
-    ResampleConfig,
-    ReweightConfig,
-    TrainConfig,
-    check_variant,
-    runtime_field,
-)
-
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 DEVICES = ("auto", "cpu", "cuda")
-PROFILE_KEYS = ("description", "defaults", "grid", "cluster")
-GRID_KEYS = ("datasets", "shots", "seeds", "methods", "failure_pairs")
 
 
-# ----------------------------------------------------------------------------- run config
 @dataclass
 class AugmentConfig:
     """Training-set augmentation of a run (Zhang, Doughty, Snoek, CVPR 2024).
@@ -288,7 +223,7 @@ class RunConfig:
             raise ConfigError(f"{p}meta_adapter.train: {exc}") from exc
 
     def _check_templates(self, p: str) -> None:
-        from .prompts import PromptError, resolve_templates
+        from ..prompts import PromptError, resolve_templates
 
         try:
             resolve_templates(self.dataset, self.template, self.ensemble)
@@ -297,7 +232,7 @@ class RunConfig:
 
     def templates(self) -> list[str]:
         """The prompt templates of this run (``template`` / ``ensemble`` resolved for ``dataset``)."""
-        from .prompts import resolve_templates
+        from ..prompts import resolve_templates
 
         return resolve_templates(self.dataset, self.template, self.ensemble)
 
@@ -469,292 +404,3 @@ def coerce_meta_train(overrides: Mapping[str, Any], p: str = "") -> dict[str, An
             raise ConfigError(f"unknown key '{where}' for TrainConfig; accepted keys: {', '.join(sorted(fields))}.")
         out[key] = _coerce(value, hints.get(key, Any), where)
     return out
-
-
-# ----------------------------------------------------------------------------- grid entries
-ENTRY_AXES = ("method", "shots", "seed", "dataset", "augmentation.kind", "augmentation.use")
-"""Settings a grid entry may not set: axes of the grid, or part of the method label."""
-
-
-@dataclass(frozen=True)
-class GridEntry:
-    """One method of a study grid: a method label, optionally with settings of its own.
-
-    Its text is ``label`` or ``label[key=value, ...]``: dotted :class:`RunConfig` keys, values read
-    as YAML (as ``--set``), e.g. ``meta_adapter[meta_adapter.budget=run]``. An entry with settings
-    runs the label with those settings on top of the profile's defaults and the study's ``--set``
-    values (the entry's win), so the same label can appear twice in a grid with different settings:
-    two sets of runs, two folders (another settings hash), two table rows named by what sets them
-    apart (:func:`lowres_clip.spec.distinguishing`). Run keys and records keep the plain label.
-    :func:`parse_entry` is the one parser, ``str(entry)`` the one (canonical) writer: keys sorted, no
-    spaces (entries name the study's jobs, Slurm job names included).
-
-    Attributes:
-        label: the canonical method label.
-        settings: ``(key, value)`` pairs, sorted by key.
-    """
-
-    label: str
-    settings: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        """The entry's settings as run overrides (dotted keys)."""
-        return dict(self.settings)
-
-    @property
-    def suffix(self) -> str:
-        """``[key=value,...]`` (``""`` without settings)."""
-        if not self.settings:
-            return ""
-        return "[" + ",".join(f"{k}={_value_text(v)}" for k, v in self.settings) + "]"
-
-    def __str__(self) -> str:
-        return self.label + self.suffix
-
-
-def _value_text(value: Any) -> str:
-    """A value as an entry writes it, with no spaces but inside quoted strings (entries name jobs):
-    scalars bare when they read back as themselves, lists as ``[a,b]``, anything else compact JSON."""
-    if isinstance(value, list):
-        return "[" + ",".join(_value_text(v) for v in value) + "]"
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    if not isinstance(value, dict) and yaml.safe_load(text) == value and not set(text) & set(",[]{}= "):
-        return text
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _split_items(text: str) -> list[str]:
-    """``a=1, b=[1, 2]`` -> ``["a=1", "b=[1, 2]"]`` (commas inside brackets kept)."""
-    items, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch in "[{"
-        depth -= ch in "]}"
-        if ch == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += ch
-    items.append(current)
-    return [i.strip() for i in items if i.strip()]
-
-
-def parse_entry(text: str | GridEntry) -> GridEntry:
-    """Parse a grid entry (``meta_adapter[meta_adapter.budget=run]``; see :class:`GridEntry`).
-
-    Raises:
-        ConfigError: a bad label, a malformed ``[...]`` part, a key given twice, or a key that is an
-            axis of the grid (:data:`ENTRY_AXES`: use another label or the study's flags).
-    """
-    if isinstance(text, GridEntry):
-        return text
-    raw = str(text).strip()
-    label, bracket, rest = raw.partition("[")
-    if not bracket:
-        return GridEntry(registry.canonical(raw))
-    if not rest.endswith("]"):
-        raise ConfigError(f"method entry {raw!r}: expected 'label[key=value, ...]' ending in ']'.")
-    settings: dict[str, Any] = {}
-    for item in _split_items(rest[:-1]):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"method entry {raw!r}: expected key=value, got {item!r}.")
-        if key in settings:
-            raise ConfigError(f"method entry {raw!r}: {key!r} given twice.")
-        if key in ENTRY_AXES or key.split(".")[0] in ("method", "shots", "seed", "dataset"):
-            raise ConfigError(f"method entry {raw!r}: {key!r} is an axis of the grid or part of the method label; "
-                              "list another method label (e.g. lora+aug-classic) instead.")
-        try:
-            settings[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"method entry {raw!r}: the value of {key!r} is not valid YAML: {exc}") from exc
-    if not settings:
-        raise ConfigError(f"method entry {raw!r}: '[]' names no setting; write the label alone.")
-    return GridEntry(registry.canonical(label.strip()), tuple(sorted(settings.items())))
-
-
-# ----------------------------------------------------------------------------- profiles
-@dataclass
-class Grid:
-    """What the study runs for a profile.
-
-    Attributes:
-        datasets: the datasets the profile runs by default (``make study``, the tests of every grid
-            cell). Any other dataset (``circuits``, ``imagefolder:<path>``) runs with the same
-            settings through ``--dataset``.
-        shots: K values.
-        seeds: seeds (tables report mean ± std over them).
-        methods: grid entries (:class:`GridEntry`): method labels, optionally with an augmentation
-            suffix (``lora+aug-classic``) and settings of their own
-            (``meta_adapter[meta_adapter.budget=run]``).
-        failure_pairs: ``[baseline, adapted]`` method labels compared by the failure analysis
-            (07); entries without settings of their own; empty: none.
-        failure_cells: ``[K, seed]`` cells the failure analysis runs for (``None``: every cell).
-    """
-
-    datasets: list[str] = field(default_factory=lambda: ["eurosat"])
-    shots: list[int] = field(default_factory=lambda: [16])
-    seeds: list[int] = field(default_factory=lambda: [1])
-    methods: list[str] = field(default_factory=lambda: ["zero_shot"])
-    failure_pairs: list[list[str]] = field(default_factory=list)
-    failure_cells: list[list[int]] | None = None
-
-    def validate(self, path: str = "grid") -> None:
-        """Raise :class:`ConfigError` for empty lists, bad K, unknown methods or pairs."""
-        for name in ("datasets", "shots", "seeds", "methods"):
-            if not getattr(self, name):
-                raise ConfigError(f"{path}.{name}: must list at least one value.")
-        from .datasets import dataset_name_problem  # light: no torch
-
-        for i, name in enumerate(self.datasets):
-            problem = dataset_name_problem(name)
-            if problem:
-                raise ConfigError(f"{path}.datasets[{i}]: {problem}")
-        for i, k in enumerate(self.shots):
-            if k < 1:
-                raise ConfigError(f"{path}.shots[{i}]: shots must be positive, got {k}.")
-        labels = []
-        for i, m in enumerate(self.methods):
-            try:
-                labels.append(str(parse_entry(m)))
-            except ConfigError as exc:
-                raise ConfigError(f"{path}.methods[{i}]: {exc}") from exc
-        self.methods = list(dict.fromkeys(labels))
-        for i, pair in enumerate(self.failure_pairs):
-            if len(pair) != 2:
-                raise ConfigError(f"{path}.failure_pairs[{i}]: expected [baseline, adapted], got {pair!r}.")
-            canon = []
-            for m in pair:
-                entry = parse_entry(m)
-                if entry.settings:
-                    raise ConfigError(f"{path}.failure_pairs[{i}]: {m!r} has settings of its own; the failure "
-                                      "analysis compares plain method labels.")
-                label = str(entry)
-                if label not in self.methods:
-                    raise ConfigError(f"{path}.failure_pairs[{i}]: {m!r} is not one of the grid's methods {self.methods}.")
-                canon.append(label)
-            self.failure_pairs[i] = canon
-        for i, cell in enumerate(self.failure_cells or []):
-            if len(cell) != 2 or cell[0] not in self.shots or cell[1] not in self.seeds:
-                raise ConfigError(f"{path}.failure_cells[{i}]: expected [K, seed] of the grid, got {cell!r}.")
-
-    def entries(self) -> list[GridEntry]:
-        """The parsed :attr:`methods`."""
-        return [parse_entry(m) for m in self.methods]
-
-
-@dataclass
-class Profile:
-    """A named set of defaults plus the study grid.
-
-    Attributes:
-        name: profile name (file stem).
-        description: one line saying what the profile is for.
-        defaults: the (validated) mapping of :class:`RunConfig` values the profile sets.
-        grid: what the study runs.
-        path: the YAML file it was read from.
-        cluster: the (validated) ``cluster:`` mapping: executor defaults (:mod:`lowres_clip.cluster`).
-    """
-
-    name: str
-    description: str
-    defaults: dict[str, Any]
-    grid: Grid
-    path: Path | None = None
-    cluster: dict[str, Any] = field(default_factory=dict)
-
-    def config(self, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-        """The profile's defaults with ``overrides`` (possibly dotted keys) applied."""
-        values = _merge(self.defaults, _nest(dict(overrides or {}), "parameters"))
-        values.setdefault("profile", self.name)
-        return build_config(values)
-
-
-def available_profiles() -> list[str]:
-    """Names of the profiles shipped in ``lib/lowres_clip/profiles``."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def profile_path(name: str | Path) -> Path:
-    """The YAML file of a profile name (or a path to a YAML file)."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise ConfigError(f"profile file '{p}' does not exist.")
-        return p
-    p = PROFILES_DIR / f"{name}.yaml"
-    if not p.is_file():
-        raise ConfigError(f"unknown profile {str(name)!r}; available: {available_profiles()} (or a path to a .yaml file).")
-    return p
-
-
-def parse_profile(raw: Mapping[str, Any], name: str, path: Path | None = None) -> Profile:
-    """Validate a profile mapping (strict: unknown keys anywhere are errors)."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"profile {name!r}: expected a mapping with keys {PROFILE_KEYS}, got {type(raw).__name__}.")
-    for key in raw:
-        if key not in PROFILE_KEYS:
-            raise ConfigError(f"profile {name!r}: unknown key '{key}'; accepted keys: {', '.join(PROFILE_KEYS)}.")
-    defaults = dict(raw.get("defaults") or {})
-    try:
-        build_config({**defaults, "profile": name}, "defaults")  # every key and value checked
-    except ConfigError as exc:
-        raise ConfigError(f"profile {name!r}: {exc}") from exc
-    try:
-        grid = from_dict(Grid, raw.get("grid") or {}, "grid")
-        grid.validate()
-        for i, entry in enumerate(grid.entries()):  # an entry's settings are checked like --set values
-            if entry.settings:
-                build_config(_merge({**defaults, "profile": name, "method": entry.label},
-                                    _nest(entry.overrides, f"grid.methods[{i}]")), f"grid.methods[{i}]")
-    except ConfigError as exc:
-        raise ConfigError(f"profile {name!r}: {exc}") from exc
-    cluster = dict(raw.get("cluster") or {})
-    try:
-
-        parse_cluster(cluster)
-    except ConfigError as exc:
-        raise ConfigError(f"profile {name!r}: {exc}") from exc
-    return Profile(name, str(raw.get("description", "")), defaults, grid, path, cluster)
-
-
-@functools.lru_cache(maxsize=32)
-def _load_profile_cached(path: str, mtime: float) -> Profile:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"profile file '{p}' is not valid YAML: {exc}") from exc
-    return parse_profile(raw, p.stem, p)
-
-
-def load_profile(name: str | Path | Profile) -> Profile:
-    """Load and validate a profile by name (``paper``, ``cpu``, ``smoke``) or YAML path."""
-    if isinstance(name, Profile):
-        return name
-    p = profile_path(name)
-    prof = _load_profile_cached(str(p.resolve()), p.stat().st_mtime)
-    return dataclasses.replace(prof, defaults=dict(prof.defaults), grid=dataclasses.replace(prof.grid))
-
-
-def resolve_config(
-    profile: str | Path | Profile = "cpu",
-    overrides: Mapping[str, Any] | None = None,
-    **params: Any,
-) -> RunConfig:
-    """The run configuration of a notebook: profile defaults, then parameters, then ``overrides``.
-
-    Args:
-        profile: profile name, YAML path or :class:`Profile`.
-        overrides: values applied verbatim (``None`` included), nested or dotted
-            (``{"train.iterations": 5}`` or ``{"train": {"iterations": 5}}``).
-        **params: notebook parameters; ``None`` means "keep the profile's value".
-
-    Raises:
-        ConfigError: unknown profile, unknown parameter or key (named), unknown method, bad value.
-    """
-    prof = load_profile(profile)
-    given = {k: v for k, v in params.items() if v is not None}
-    merged = _merge(_nest(given, "parameters"), _nest(dict(overrides or {}), "overrides"))
-    return prof.config(merged)
