@@ -156,7 +156,7 @@ def test_a_failed_first_run_leaves_no_folder(roots, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("encoding failed")
 
-    monkeypatch.setattr(pipeline.run, "_run_adapted", broken)
+    monkeypatch.setattr(pipeline.run, "run_adapted", broken)
     with pytest.raises(RuntimeError):
         pipeline.run_method(spec)
     assert not spec.run_dir.exists()
