@@ -1,7 +1,7 @@
 """Benchmark: one notebook on every CPU thread, or one single-threaded worker per CPU?
 
 The ``cpu`` profile runs its grid on local workers with the CPU threads shared evenly
-(:func:`lowres_clip.executors.worker_threads`: two workers of one thread on 2 cores). This script
+(:func:`lowres_clip.study.executors.worker_threads`: two workers of one thread on 2 cores). This script
 measures why, in one run, on the study's own work: LoRA training steps of the embedded model
 (profile ``cpu``, EuroSAT, K=16, seed 1, batch 32) followed by evaluating 1,024 test images.
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lowres_clip import executors, study
+from lowres_clip import study
+from lowres_clip.study import executors
+from lowres_clip.study.executors import slurm
 from lowres_clip.cluster import ClusterConfig, SlurmSettings, merge_cluster, parse_cluster, time_minutes
 from lowres_clip.config import ConfigError, load_profile
 from lowres_clip.runs import RunRecord
@@ -152,7 +154,7 @@ def test_child_process_environment_puts_these_sources_first(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     env = executors.source_env()
     assert env["PYTHONPATH"].split(":")[:2] == [str(executors.LIB_DIR), "/elsewhere"]
-    assert (executors.LIB_DIR / "lowres_clip" / "executors.py").is_file()
+    assert (executors.LIB_DIR / "lowres_clip" / "study" / "executors" / "base.py").is_file()
 
 
 # ----------------------------------------------------------------------------- slurm parameters
@@ -245,7 +247,7 @@ def test_dry_run_lists_what_would_be_submitted_and_skips_finished_runs(roots, ca
 
 
 def test_slurm_executor_without_slurm_says_what_to_do(roots, monkeypatch):
-    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
     with pytest.raises(study.StudyError, match="needs Slurm's sbatch and srun on PATH"):
         run_grid(roots, executors.SlurmStudyExecutor(SlurmSettings(), log_dir=Path(roots["runs_root"]) / "slurm"))
     assert not (Path(roots["runs_root"]) / "slurm").exists()

@@ -398,7 +398,7 @@ def test_ctrl_c_prints_one_line_with_what_finished_and_the_rerun(roots, capsys, 
 
     stop = _Stop(roots["runs_root"], through_kernel)
     real = study.run_study
-    monkeypatch.setattr(study, "run_study", lambda *a, **k: real(*a, **{**k, "executor": stop, "progress": False}))
+    monkeypatch.setattr(study.cli, "run_study", lambda *a, **k: real(*a, **{**k, "executor": stop, "progress": False}))
     args = ["--profile", "smoke", "--dataset", "eurosat", "--methods", "zero_shot", "lora", "--shots", "1", "--seeds", "1"]
     for name, value in roots.items():
         args += [f"--{name.replace('_', '-')}", value]

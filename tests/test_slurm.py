@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lowres_clip import executors, study
+from lowres_clip import study
+from lowres_clip.study import executors
 from lowres_clip.config import load_profile
 from lowres_clip.runs import Predictions, RunRecord
 from lowres_clip.smoke import make_smoke_dataset

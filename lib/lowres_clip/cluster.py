@@ -1,6 +1,6 @@
 """Where and how the study's notebooks run: the optional ``cluster:`` section of a profile.
 
-A profile may carry defaults for the study executors (:mod:`lowres_clip.executors`); the command
+A profile may carry defaults for the study executors (:mod:`lowres_clip.study.executors`); the command
 line (``python -m lowres_clip.study --executor slurm --slurm-partition gpu ...``) overrides them::
 
     cluster:

@@ -1,6 +1,6 @@
 """The study's unit of work: :class:`Job` (one notebook execution), its result, and how one job runs
 (papermill) or is skipped. Shared by the planner (:mod:`lowres_clip.study`) and the executors
-(:mod:`lowres_clip.executors`), which do not import each other's internals.
+(:mod:`lowres_clip.study.executors`), which do not import each other's internals.
 """
 
 from __future__ import annotations
