@@ -45,7 +45,7 @@ def _record(machine, precision):
 
 def test_tolerance_is_exact_on_the_same_numerics_and_the_measured_floor_elsewhere(monkeypatch):
     facts = numerics.host_facts()
-    monkeypatch.setattr(results, "noise_floor", lambda: {"fp32": {"tolerance": 0.004, "measured": "0.4 points (test)"}})
+    monkeypatch.setattr(results.reproduction, "noise_floor", lambda: {"fp32": {"tolerance": 0.004, "measured": "0.4 points (test)"}})
     assert results.tolerance_of(_record(facts, "fp32"), facts)[0] == results.EXACT_TOLERANCE
     tol, why = results.tolerance_of(_record(facts, "fp32"), {**facts, "threads": 7})
     assert tol == 0.004 and "fp32 noise floor" in why and "threads" in why
