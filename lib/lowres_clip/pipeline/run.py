@@ -155,7 +155,7 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
         if created:
             shutil.rmtree(spec.run_dir, ignore_errors=True)
         raise
-    extra["test_correct"] = pack_correct(preds.correct)  # paired statistics over test images (results.py)
+    extra["test_correct"] = pack_correct(preds.correct)  # paired statistics over test images (results/rendering.py)
     extra.update({"model": describe_model(bundle), "split": split.name, "train_shots": len(split.train),
                   "val_shots": len(split.val), "shots_report": split.report})
     protocol.update({"template": extra.get("templates"), "augmentation": _augmentation_protocol(spec),
