@@ -26,6 +26,7 @@ def test_committed_records_are_not_stale():
 
 
 @pytest.mark.shared_data
+@pytest.mark.timeout(2700)  # five real runs on the full test split (LoRA K=16: 160 steps); ~10 min quiet, 3x under load
 def test_cheap_committed_runs_reproduce(shared_data, tmp_path):
     chosen = results.select(committed(), CHEAP, shots=[16], seeds=[1])
     assert {r.identity["method"] for r in chosen} == set(CHEAP), "the committed study lacks a cheap run"

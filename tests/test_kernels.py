@@ -109,3 +109,27 @@ def _ctrl_c_when(cmd: list[str], ready, start_timeout: float, end_timeout: float
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     return proc, out, err
+
+
+def test_a_ctrl_c_a_library_swallowed_still_ends_the_job_as_interrupted(tmp_path, monkeypatch):
+    """Under load a Ctrl-C that lands while a kernel starts can be swallowed inside the notebook
+    machinery: the notebook then runs on and returns (or fails). ``execute`` still ends the job as
+    interrupted, so the study stops and prints its summary instead of carrying on."""
+    import papermill
+    import pytest
+
+    from lowres_clip import jobs
+
+    job = jobs.Job("j", "nb.ipynb", {}, tmp_path / "out" / "nb.ipynb")
+    outcomes = {"returns": lambda *a, **k: None, "fails": lambda *a, **k: (_ for _ in ()).throw(RuntimeError("cell"))}
+    for name, run in outcomes.items():
+        monkeypatch.setattr(papermill, "execute_notebook", run)
+        monkeypatch.setattr(interrupt._PRESSED, "is_set", lambda: True)
+        with pytest.raises(KeyboardInterrupt):
+            jobs.execute(job, notebooks_dir=tmp_path)
+        monkeypatch.setattr(interrupt._PRESSED, "is_set", lambda: False)  # no Ctrl-C: the job's own outcome
+        if name == "returns":
+            jobs.execute(job, notebooks_dir=tmp_path)
+        else:
+            with pytest.raises(RuntimeError, match="cell"):
+                jobs.execute(job, notebooks_dir=tmp_path)

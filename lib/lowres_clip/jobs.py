@@ -92,6 +92,9 @@ def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path 
     study's, that its traffic is unencrypted. After Ctrl-C in a study (:func:`lowres_clip.interrupt.pressed`)
     the kernel is killed at once: asked to shut down while busy with a cell, ipykernel closes its
     sockets under the cell's reply and prints a zmq traceback; a kernel still starting is killed too.
+    A Ctrl-C is never lost: a notebook that fails after it, or returns although a library swallowed
+    the ``KeyboardInterrupt`` (seen while a kernel starts on a loaded machine), ends the job as
+    interrupted.
     """
     import os
     import shutil
@@ -127,13 +130,26 @@ def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path 
             kernel_manager_class=StudyKernelManager,
         )
     except KeyboardInterrupt:  # e.g. during the kernel's start, which nbclient does not clean up
-        for km in started:
-            if km.has_kernel:
-                run_sync(km.shutdown_kernel)(now=True)
+        _kill(started, run_sync)
         raise
+    except Exception:
+        if interrupt.pressed():  # the notebook failed because Ctrl-C stopped it: an interrupt, not a failure
+            _kill(started, run_sync)
+            raise KeyboardInterrupt from None
+        raise
+    else:
+        if interrupt.pressed():  # a Ctrl-C that a library swallowed (seen while a kernel starts under load)
+            raise KeyboardInterrupt
     finally:
         if ipc_dir is not None:
             shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+def _kill(started: list, run_sync) -> None:
+    """Kill the kernels a notebook execution started that are still alive."""
+    for km in started:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
 
 
 def error_message(exc: BaseException) -> str:
