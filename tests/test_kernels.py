@@ -94,8 +94,12 @@ def _ctrl_c_when(cmd: list[str], ready, start_timeout: float, end_timeout: float
     """Start ``cmd`` in its own session, wait until ``ready()`` and 3 s more (a cell is busy), then
     send SIGINT to its whole process group as a terminal's Ctrl-C does; ``(proc, stdout, stderr)``."""
     path = os.pathsep.join([str(LIB), *filter(None, [os.environ.get("PYTHONPATH")])])
+    # a terminal's foreground process takes Ctrl-C: the child must not inherit an ignored SIGINT from
+    # this process (an earlier test or a background runner can leave it ignored; Python then keeps
+    # ignoring it, and the signal never arrives)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": path})
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": path},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + start_timeout
         while not ready() and proc.poll() is None and time.monotonic() < deadline:
