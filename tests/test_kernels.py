@@ -116,9 +116,9 @@ def _ctrl_c_when(cmd: list[str], ready, start_timeout: float, end_timeout: float
 
 
 def test_a_ctrl_c_a_library_swallowed_still_ends_the_job_as_interrupted(tmp_path, monkeypatch):
-    """Under load a Ctrl-C that lands while a kernel starts can be swallowed inside the notebook
-    machinery: the notebook then runs on and returns (or fails). ``execute`` still ends the job as
-    interrupted, so the study stops and prints its summary instead of carrying on."""
+    """After a Ctrl-C, a notebook that fails (its cell was stopped) or returns (the KeyboardInterrupt
+    did not reach ``execute``) ends the job as interrupted, so the study stops and prints its summary
+    instead of reporting a failed notebook or carrying on."""
     import papermill
     import pytest
 

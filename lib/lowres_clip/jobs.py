@@ -92,9 +92,9 @@ def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path 
     study's, that its traffic is unencrypted. After Ctrl-C in a study (:func:`lowres_clip.interrupt.pressed`)
     the kernel is killed at once: asked to shut down while busy with a cell, ipykernel closes its
     sockets under the cell's reply and prints a zmq traceback; a kernel still starting is killed too.
-    A Ctrl-C is never lost: a notebook that fails after it, or returns although a library swallowed
-    the ``KeyboardInterrupt`` (seen while a kernel starts on a loaded machine), ends the job as
-    interrupted.
+    After a Ctrl-C a notebook that fails (its cell was stopped by it) ends the job as interrupted, not
+    as a failed notebook; so does one that returns although the ``KeyboardInterrupt`` did not reach
+    this frame (defensive: should a library swallow it).
     """
     import os
     import shutil
@@ -138,7 +138,7 @@ def execute(job: Job, kernel_name: str = KERNEL_NAME, notebooks_dir: str | Path 
             raise KeyboardInterrupt from None
         raise
     else:
-        if interrupt.pressed():  # a Ctrl-C that a library swallowed (seen while a kernel starts under load)
+        if interrupt.pressed():  # a Ctrl-C whose KeyboardInterrupt did not reach this frame
             raise KeyboardInterrupt
     finally:
         if ipc_dir is not None:
