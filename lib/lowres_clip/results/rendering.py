@@ -93,7 +93,7 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
             cmp = versus(b, ref)
             line += f"; best adapted method {b['row']} {_pct(b['top1_mean'], b['top1_std'], b['n_seeds'])}"
             if cmp is not None:
-                line += f" ({cmp.cell()} vs the linear probe: {_verdict_words(cmp)})"
+                line += f" ({cmp.cell()} vs the linear probe: {verdict(cmp.interval())})"
         lines.append(line)
     multi = table[table["n_seeds"] > 1]
     if len(multi):
@@ -134,11 +134,6 @@ def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stal
                       f"linear probe (K={goal_k}, mean over seeds):", ""]
             lines += [f"* {n}" for n in notes]
     return "\n".join(lines)
-
-
-def _verdict_words(cmp: Comparison) -> str:
-    """What a reading may say of a comparison with the linear probe (:func:`~lowres_clip.analysis.stats.verdict`)."""
-    return {"better": "better", "worse": "worse", "no difference shown": "no difference shown"}[verdict(cmp.interval())]
 
 
 def _training_facts(records) -> dict[str, float]:
