@@ -319,7 +319,7 @@ def prepared_images(
     if parts is None or not samples:
         return ImageDataset(ds.image_root, samples, transform)
     pil_part, tail = parts
-    key = {"dataset": ds.name, "split": split, "ids": ids_fingerprint(samples), "transform": repr(pil_part)}
+    key = {"dataset": ds.name, "split": split, "ids": ids_fingerprint(samples), "transform": _transform_id(pil_part)}
 
     def compute() -> dict:
         return {"pixels": decode_pixels(ds.image_root, samples, pil_part, f"decode {ds.name}/{split}")}
