@@ -129,6 +129,10 @@ class Grid:
         failure_pairs: ``[baseline, adapted]`` method labels compared by the failure analysis
             (07); entries without settings of their own; empty: none.
         failure_cells: ``[K, seed]`` cells the failure analysis runs for (``None``: every cell).
+        long_tail_ratios: imbalance ratios (head / tail shots, each > 1) the grid runs every method
+            at (``None``: balanced K-shot only). :meth:`validate` expands each entry into one entry
+            per ratio with the setting ``long_tail_ratio`` (``lora[long_tail_ratio=16]``), so runs,
+            job names and table rows come from the grid-entry machinery.
     """
 
     datasets: list[str] = field(default_factory=lambda: ["eurosat"])
@@ -137,6 +141,7 @@ class Grid:
     methods: list[str] = field(default_factory=lambda: ["zero_shot"])
     failure_pairs: list[list[str]] = field(default_factory=list)
     failure_cells: list[list[int]] | None = None
+    long_tail_ratios: list[float] | None = None
 
     def validate(self, path: str = "grid") -> None:
         """Raise :class:`ConfigError` for empty lists, bad K, unknown methods or pairs."""
@@ -158,6 +163,8 @@ class Grid:
                 labels.append(str(parse_entry(m)))
             except ConfigError as exc:
                 raise ConfigError(f"{path}.methods[{i}]: {exc}") from exc
+        if self.long_tail_ratios is not None:
+            labels = self._by_ratio(labels, path)
         self.methods = list(dict.fromkeys(labels))
         for i, pair in enumerate(self.failure_pairs):
             if len(pair) != 2:
@@ -176,6 +183,26 @@ class Grid:
         for i, cell in enumerate(self.failure_cells or []):
             if len(cell) != 2 or cell[0] not in self.shots or cell[1] not in self.seeds:
                 raise ConfigError(f"{path}.failure_cells[{i}]: expected [K, seed] of the grid, got {cell!r}.")
+
+    def _by_ratio(self, labels: list[str], path: str) -> list[str]:
+        """Each entry once per :attr:`long_tail_ratios` value, with ``long_tail_ratio`` set (an entry
+        that sets it already is left as it is: validation runs again on a validated grid)."""
+        if not self.long_tail_ratios:
+            raise ConfigError(f"{path}.long_tail_ratios: must list at least one ratio (or be left out).")
+        for i, r in enumerate(self.long_tail_ratios):
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 1:
+                raise ConfigError(f"{path}.long_tail_ratios[{i}]: an imbalance ratio > 1 (head / tail shots), "
+                                  f"got {r!r}; ratio 1 is the balanced grid.")
+        out = []
+        for label in labels:
+            entry = parse_entry(label)
+            if "long_tail_ratio" in entry.overrides:
+                out.append(label)
+                continue
+            for r in self.long_tail_ratios:
+                r = int(r) if float(r).is_integer() else float(r)  # 16, not 16.0, in job names and rows
+                out.append(str(GridEntry(entry.label, tuple(sorted(entry.settings + (("long_tail_ratio", r),))))))
+        return out
 
     def entries(self) -> list[GridEntry]:
         """The parsed :attr:`methods`."""

@@ -1,4 +1,9 @@
-"""Profiles (YAML files of defaults + grid + cluster): discovery, strict parsing, caching, and resolving a run's config from one."""
+"""Profiles (YAML files of defaults + grid + cluster): discovery, strict parsing, caching, and resolving a run's config from one.
+
+A profile may ``extends: <profile>``: it then starts from that profile's defaults and cluster (its
+own merged over them, key by key) and grid (replaced as a whole when it has one), so a second grid
+over the same settings (``cpu-longtail`` over ``cpu``) states only what differs.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from .grid import Grid
 from .run import RunConfig, _merge, _nest, build_config
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
-PROFILE_KEYS = ("description", "defaults", "grid", "cluster")
+PROFILE_KEYS = ("description", "extends", "defaults", "grid", "cluster")
 
 
 @dataclass
@@ -94,14 +99,35 @@ def parse_profile(raw: Mapping[str, Any], name: str, path: Path | None = None) -
     return Profile(name, str(raw.get("description", "")), defaults, grid, path, cluster)
 
 
-@functools.lru_cache(maxsize=32)
-def _load_profile_cached(path: str, mtime: float) -> Profile:
-    p = Path(path)
+def _read_raw(p: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile file's mapping with its ``extends:`` chain resolved (see the module docstring)."""
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile file '{p}' is not valid YAML: {exc}") from exc
-    return parse_profile(raw, p.stem, p)
+    if not isinstance(raw, Mapping) or "extends" not in raw:
+        return raw
+    raw = dict(raw)
+    base_name = raw.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"profile {p.stem!r}: extends: expected a profile name, got {base_name!r}.")
+    if base_name in chain + (p.stem,):
+        raise ConfigError(f"profile {p.stem!r}: extends: a cycle ({' -> '.join(chain + (p.stem, base_name))}).")
+    base = _read_raw(profile_path(base_name), chain + (p.stem,))
+    out = {k: v for k, v in base.items() if k != "description"}
+    for key in ("defaults", "cluster"):
+        if key in raw or key in base:
+            out[key] = _merge(base.get(key) or {}, raw.get(key) or {})
+    for key in ("description", "grid"):
+        if key in raw:
+            out[key] = raw[key]
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _load_profile_cached(path: str, mtime: float) -> Profile:
+    p = Path(path)
+    return parse_profile(_read_raw(p), p.stem, p)
 
 
 def load_profile(name: str | Path | Profile) -> Profile:
@@ -109,7 +135,9 @@ def load_profile(name: str | Path | Profile) -> Profile:
     if isinstance(name, Profile):
         return name
     p = profile_path(name)
-    prof = _load_profile_cached(str(p.resolve()), p.stat().st_mtime)
+    # the newest of the file and the shipped profiles: a change to a profile it extends reloads it too
+    mtime = max([p.stat().st_mtime] + [q.stat().st_mtime for q in PROFILES_DIR.glob("*.yaml")])
+    prof = _load_profile_cached(str(p.resolve()), mtime)
     return dataclasses.replace(prof, defaults=dict(prof.defaults), grid=dataclasses.replace(prof.grid))
 
 
