@@ -1,7 +1,8 @@
 # One entry point for set-up, the study and the tests. Every target sets up what it needs.
 #   make study   - set up from nothing, then run the whole study on the embedded CPU default (EuroSAT):
 #                  K in {1, 2, 4, 8, 16} x seeds {1, 2, 3}, two local workers (fp32: about 2.5 h on 2
-#                  cores; the seed-1 slice took 48.7 min, README "Results")
+#                  cores; the seed-1 slice took 48.7 min, README "Results"), then the long-tailed grid
+#                  (profile cpu-longtail: ratios 4 and 16 at K = 16, remedies, 3 seeds; README "The long tail")
 #   make study-quick - the same for one cell only (K=16, seed 1)
 #   make test    - set up from nothing (incl. Chromium for the browser test), then run the test suite
 PYTHON ?= python3
@@ -35,8 +36,11 @@ browser-deps:
 build-embedded: setup
 	$(PY) -m lowres_clip.cli build-embedded
 
+# The balanced grid, then (when the profile has one, e.g. cpu-longtail) the long-tailed grid.
+LONGTAIL_PROFILE := $(if $(wildcard lib/lowres_clip/profiles/$(PROFILE)-longtail.yaml),$(PROFILE)-longtail,)
 study: setup
 	$(PY) -m lowres_clip.study --profile $(PROFILE) --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+	$(if $(LONGTAIL_PROFILE),$(PY) -m lowres_clip.study --profile $(LONGTAIL_PROFILE) --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),),)
 
 study-quick: setup
 	$(PY) -m lowres_clip.study --profile $(PROFILE) --dataset $(DATASET) --shots 16 --seeds 1 $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)

@@ -53,13 +53,19 @@ for path in tables.paths:
 tables.display
 
 # %%
-tables.figures["top1_vs_shots"]
+from IPython.display import display
 
-# %%
-tables.figures["balanced_vs_shots"]
-
-# %%
-tables.figures["methods_by_shots"]
+for name in ("top1_vs_shots", "balanced_vs_shots", "methods_by_shots"):  # a long-tailed study alone has none
+    if name in tables.figures:
+        display(tables.figures[name])
 
 # %% [markdown]
-# **What to look at.** The accuracy-vs-shots curves: the gain of each method over zero-shot and the linear probe (dashed) at each K, and the band of ±1 std over seeds (few shots: wide bands). Rows are grouped by the settings hash of their records, so runs that differ in anything but the seed are separate rows, named by what sets them apart (e.g. `lora (lora.rank=4)`); `n_seeds` shows missing runs and `selection` / `template` say how each number was obtained. A `STALE:` line names a record the current code would not produce for the same command: rerun it before comparing its numbers. Files: `figures/{dataset}/tables/results.{csv,md,tex}`, `runs.csv` (one row per run) and `{metric}_vs_shots.{png,html}` (hover shows mean, std, n_seeds).
+# Runs with an imbalance ratio (`long_tail_ratio`, e.g. profile `cpu-longtail`) are reported apart: one row per method and ratio (ratio 1: the balanced run at the same K), head / medium / tail accuracy, collapse and the modality gap.
+
+# %%
+if tables.longtail is not None:
+    display(tables.figures["longtail_vs_ratio"])
+    display(tables.longtail)
+
+# %% [markdown]
+# **What to look at.** The accuracy-vs-shots curves: the gain of each method over zero-shot and the linear probe (dashed) at each K, and the band of ±1 std over seeds (few shots: wide bands). Rows are grouped by the settings hash of their records, so runs that differ in anything but the seed are separate rows, named by what sets them apart (e.g. `lora (lora.rank=4)`); `n_seeds` shows missing runs and `selection` / `template` say how each number was obtained. A `STALE:` line names a record the current code would not produce for the same command: rerun it before comparing its numbers. Files: `figures/{dataset}/tables/results.{csv,md,tex}`, `runs.csv` (one row per run) and `{metric}_vs_shots.{png,html}` (hover shows mean, std, n_seeds). Long-tailed runs: `longtail.{csv,md,tex}` and `longtail_vs_ratio.png` (where the tail falls behind the head as the ratio grows, and whether a remedy closes the gap).

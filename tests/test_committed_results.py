@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lowres_clip import results
-from lowres_clip.runs import load_records
+from lowres_clip.runs import load_records, split_long_tail
 
 CHEAP = ("zero_shot", "linear_probe", "meta_adapter", "lora")
 
@@ -28,8 +28,11 @@ def test_committed_records_are_not_stale():
 @pytest.mark.shared_data
 @pytest.mark.timeout(2700)  # five real runs on the full test split (LoRA K=16: 160 steps); ~10 min quiet, 3x under load
 def test_cheap_committed_runs_reproduce(shared_data, tmp_path):
-    chosen = results.select(committed(), CHEAP, shots=[16], seeds=[1])
+    balanced, long_tailed = split_long_tail(committed())
+    chosen = results.select(balanced, CHEAP, shots=[16], seeds=[1])
     assert {r.identity["method"] for r in chosen} == set(CHEAP), "the committed study lacks a cheap run"
+    # the long-tailed grid's linear probes too (seconds each): its few-shot draws are reproduced
+    chosen += results.select(long_tailed, ["linear_probe"], seeds=[1])
     reps = results.reproduce(chosen, tmp_path)
     bad = [r.line() for r in reps if not r.ok]
     assert not bad, "committed numbers not reproduced:\n" + "\n".join(bad)

@@ -164,6 +164,49 @@ def test_grid_entries_carry_settings_of_their_own(tmp_path):
         load_profile(path)
 
 
+def test_a_profile_extends_another(tmp_path):
+    """``extends``: defaults and cluster merged key by key over the base's, the grid replaced."""
+    base = {"defaults": {"image_size": 96, "train": {"lr": 0.5, "batch_size": 8}}, "cluster": {"workers": 3},
+            "grid": {"shots": [1, 2], "methods": ["zero_shot", "lora"], "failure_pairs": [["zero_shot", "lora"]]}}
+    write_profile(tmp_path, base, "base")
+    child = write_profile(tmp_path, {"extends": str(tmp_path / "base.yaml"), "defaults": {"train": {"lr": 0.25}},
+                                     "grid": {"shots": [4], "methods": ["bitfit"]}}, "child")
+    prof = load_profile(child)
+    cfg = prof.config()
+    assert (cfg.image_size, cfg.train.lr, cfg.train.batch_size) == (96, 0.25, 8)  # merged, the child's value wins
+    assert prof.cluster == {"workers": 3} and prof.grid.shots == [4] and prof.grid.methods == ["bitfit"]
+    assert prof.grid.failure_pairs == []  # the grid is the child's as a whole
+    keep = write_profile(tmp_path, {"extends": str(tmp_path / "base.yaml")}, "keep")
+    assert load_profile(keep).grid.methods == ["zero_shot", "lora"]  # no grid: the base's
+    for raw, fragment in [({"extends": str(tmp_path / "loop.yaml")}, "cycle"), ({"extends": "nonesuch"}, "unknown profile"),
+                          ({"extends": 3}, "expected a profile name")]:
+        path = write_profile(tmp_path, raw, "loop")
+        with pytest.raises(ConfigError, match=fragment):
+            load_profile(path)
+    longtail, cpu = load_profile("cpu-longtail"), load_profile("cpu")
+    assert longtail.defaults == cpu.defaults and longtail.cluster == cpu.cluster  # the cpu profile's settings
+
+
+def test_long_tail_ratios_run_every_method_at_each_ratio(tmp_path):
+    grid = {"shots": [16], "long_tail_ratios": [4, 16.0],
+            "methods": ["zero_shot", "meta_adapter[meta_adapter.budget=run]", "lora+la"]}
+    prof = load_profile(write_profile(tmp_path, {"grid": grid}))
+    assert prof.grid.methods == [
+        "zero_shot[long_tail_ratio=4]", "zero_shot[long_tail_ratio=16]",
+        "meta_adapter[long_tail_ratio=4,meta_adapter.budget=run]", "meta_adapter[long_tail_ratio=16,meta_adapter.budget=run]",
+        "lora+la[long_tail_ratio=4]", "lora+la[long_tail_ratio=16]"]
+    for entry in prof.grid.entries():
+        cfg = prof.config({**entry.overrides, "method": entry.label})
+        assert cfg.long_tail_ratio in (4.0, 16.0) and RunSpec(cfg).cell.startswith("k16-lt")
+    for ratios, fragment in [([1], "ratio > 1"), ([], "at least one ratio"), (["x"], "long_tail_ratios")]:
+        with pytest.raises(ConfigError, match=fragment):
+            load_profile(write_profile(tmp_path, {"grid": {**grid, "long_tail_ratios": ratios}}))
+    shipped = load_profile("cpu-longtail").grid
+    assert shipped.long_tail_ratios == [4, 16] and shipped.shots == [16] and shipped.seeds == [1, 2, 3]
+    assert {"lora+resample[long_tail_ratio=16]", "lora+reweight[long_tail_ratio=4]", "lora+la[long_tail_ratio=16]",
+            "lora+decouple[long_tail_ratio=4]"} <= set(shipped.methods)
+
+
 @pytest.mark.parametrize("values, fragment", [
     ({"shots": "3"}, "shots: expected an integer"),
     ({"shots": 0}, "shots: must be a positive integer"),

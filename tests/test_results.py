@@ -179,3 +179,92 @@ def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_
     assert block.count("misses the goal") == 1 and "local (2 workers)" in block
     assert ("* lora: 1,234 trained parameters, last training loss 0.250, validation 50.0% before training and "
             "75.0% after") in block
+
+
+README_LT = README + """
+<!-- results:eurosat-longtail:begin -->
+old long tail
+<!-- results:eurosat-longtail:end -->
+"""
+
+
+def test_long_tailed_records_get_their_own_block_and_figure(study):
+    """Runs with an imbalance ratio leave the balanced block and get the long-tail block: one row per
+    method and ratio (ratio 1 from the balanced run), each remedy against plain LoRA."""
+    tmp = study["tmp"]
+    lt = [resolve_run(str(study["profile"]), {"long_tail_ratio": 2}, method=m, **study["roots"]) for m in ("lora", "lora+la")]
+    for spec in lt:
+        pipeline.run_method(spec)
+    log(lt, ran=["two long-tailed runs"], made=[s.id for s in lt])
+    results.publish("eurosat", tmp / "runs", tmp / "records")
+    readme = tmp / "README.md"
+    readme.write_text(README_LT)
+    done = results.render("eurosat", tmp / "records", readme, tmp / "figures")
+    balanced, longtail = done["block"], done["longtail_block"]
+    assert "from the 3 committed records" in balanced and "long_tail_ratio" not in balanced
+    assert "from the 2 committed records" in longtail and "old long tail" not in readme.read_text()
+    rows = [line.split("|")[1:3] for line in longtail.splitlines() if line.startswith("| ") and "ratio |" not in line]
+    assert [(r.strip(), m.strip()) for r, m in rows] == [("1", "lora"), ("2", "lora"), ("2", "lora+la")]
+    assert "* ratio 2, lora+la vs lora: top-1 " in longtail and "(images, 1 seed)" in longtail
+    assert "(longtail_vs_ratio.png)" not in longtail and "figures/eurosat/tables/longtail_vs_ratio.png)" in longtail
+    assert (tmp / "figures" / "eurosat" / "tables" / "longtail_vs_ratio.png").is_file()
+    assert (tmp / "figures" / "eurosat" / "tables" / "recall_vs_training_shots.png").is_file()
+    # each record's per-class numbers, recomputed from its saved predictions and split
+    import numpy as np
+
+    from lowres_clip.runs import Predictions
+    from lowres_clip.sampling import FewShotSplit
+
+    for spec in lt:
+        rec = [r for r in load_records(tmp / "records", "eurosat") if r.run_id == spec.id][0].extra["per_class"]
+        pred = Predictions.load(spec.predictions_path)
+        split = FewShotSplit.load(next(spec.split_dir.glob(f"*{spec.cell}.json")))
+        c = len(pred.classnames)
+        assert rec["shots"] == [sum(s.label == k for s in split.train) for k in range(c)]
+        assert len(set(rec["shots"])) > 1  # long-tailed: the classes got different numbers of images
+        hits = pred.logits.argmax(1) == pred.labels
+        assert rec["recall"] == pytest.approx([hits[pred.labels == k].mean() for k in range(c)])
+        assert rec["predicted"] == np.bincount(pred.logits.argmax(1), minlength=c).tolist()
+
+
+def test_longtail_block_judges_each_remedy_by_its_interval():
+    """The remedy readings: paired t interval over seeds (computed here with scipy) of the remedy
+    minus plain LoRA at the same ratio, on top-1 and tail top-1; "better" only when it excludes 0."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as sps
+
+    top1 = {("lora", 4): [0.70, 0.72, 0.69], ("lora+la", 4): [0.74, 0.77, 0.73],
+            ("lora+resample", 4): [0.71, 0.70, 0.72], ("zero_shot", 4): [0.1, 0.1, 0.1]}
+    tail = {k: [v - 0.2 for v in vals] for k, vals in top1.items()}
+    tail[("lora+la", 4)] = [0.55, 0.58, 0.53]
+    records, rows = [], []
+    for (m, ratio), vals in top1.items():
+        g = f"{m}-{ratio}"
+        for seed, t, tt in zip((1, 2, 3), vals, tail[(m, ratio)]):
+            records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
+                                           identity={"group_hash": g, "seed": seed, "run_id": f"{g}/{seed}"},
+                                           metrics={"top1": t, "top1_tail": tt}, extra={}))
+        rows.append({"long_tail_ratio": float(ratio), "shots": 16, "method": m, "row": m, "group_hash": g, "n_seeds": 3,
+                     "balanced_mean": np.mean(vals), "balanced_std": np.std(vals, ddof=1),
+                     "top1_tail_mean": np.mean(tail[(m, ratio)]), "top1_tail_std": np.std(tail[(m, ratio)], ddof=1)})
+
+    def interval(metric, a, b):
+        d = 100 * (np.array([r.metrics[metric] for r in records if r.identity["group_hash"] == a])
+                   - np.array([r.metrics[metric] for r in records if r.identity["group_hash"] == b]))
+        h = sps.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+        return f"{d.mean():+.2f} [{d.mean() - h:+.2f}, {d.mean() + h:+.2f}] (3 seeds)"
+
+    block = results.longtail_block("eurosat", records, [], pd.DataFrame(rows), [])
+    assert "| 4 | lora+la | 74.67 ± 2.08 | - | - | 55.33 ± 2.52 | - | - | 3 |" in block and "head K=16 shots" in block
+    assert (f"* ratio 4, lora+la vs lora: top-1 {interval('top1', 'lora+la-4', 'lora-4')}: better; "
+            f"tail top-1 {interval('top1_tail', 'lora+la-4', 'lora-4')}: better") in block
+    assert f"* ratio 4, lora+resample vs lora: top-1 {interval('top1', 'lora+resample-4', 'lora-4')}: no difference shown" in block
+    assert "zero_shot vs" not in block
+    assert "* ratio 4: best balanced accuracy lora+la 74.67 ± 2.08; head minus tail top-1 (points): " not in block  # no head column
+    rows = [{**row, "top1_head_mean": row["balanced_mean"] + 0.1, "top1_head_std": 0.0} for row in rows]
+    block = results.longtail_block("eurosat", records, [], pd.DataFrame(rows), [])
+    assert ("* ratio 4: best balanced accuracy lora+la 74.67 ± 2.08; head minus tail top-1 (points): lora 30.0, "
+            "lora+la 29.3, lora+resample 30.0, zero_shot 30.0") in block

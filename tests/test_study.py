@@ -90,12 +90,18 @@ def test_tables_never_average_runs_with_other_settings(roots):
     assert len({s.run_dir for s in specs}) == len(specs)  # never one folder for two settings
     for i, s in enumerate(specs):
         fake_record(s, 0.1 * (i + 1))
-    table = pipeline.report_tables(smoke_spec(roots)).table
-    assert len(table) == 4 and set(table["n_seeds"]) == {2}
-    rows = set(table["row"])
-    assert rows == {"lora", "lora (lora.rank=4)", "lora (long_tail_ratio=2.0)", "lora (test_subset=8)"}
+    report = pipeline.report_tables(smoke_spec(roots))
+    table = report.table  # the long-tailed runs are reported apart, by imbalance ratio
+    assert len(table) == 3 and set(table["n_seeds"]) == {2}
+    assert set(table["row"]) == {"lora", "lora (lora.rank=4)", "lora (test_subset=8)"}
     means = dict(zip(table["row"], table["top1_mean"]))
     assert means["lora (lora.rank=4)"] == pytest.approx(0.35) and means["lora"] == pytest.approx(0.15)
+    lt = report.longtail  # ratio 2, and ratio 1 from the balanced runs of the method at the same K
+    got = {(row, ratio): mean for row, ratio, mean in zip(lt["row"], lt["long_tail_ratio"], lt["top1_mean"])}
+    assert got == {("lora", 1.0): pytest.approx(0.15), ("lora (lora.rank=4)", 1.0): pytest.approx(0.35),
+                   ("lora (test_subset=8)", 1.0): pytest.approx(0.75), ("lora", 2.0): pytest.approx(0.55)}
+    assert (smoke_spec(roots).tables_dir / "longtail_vs_ratio.png").is_file()
+    assert "imbalance ratio" in (smoke_spec(roots).tables_dir / "longtail.md").read_text()
 
 
 # ----------------------------------------------------------------------------- runs

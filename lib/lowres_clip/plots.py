@@ -352,6 +352,71 @@ def accuracy_vs_shots(table, metric: str = "top1", title: str | None = None, sca
     return fig
 
 
+def accuracy_vs_ratio(table, metrics: Sequence[str], title: str | None = None, scale: float = 100.0) -> Figure:
+    """One panel per metric (e.g. balanced accuracy, head / medium / tail top-1) against the
+    imbalance ratio: a line per method (``row``) with a band of +-1 std over seeds, references
+    dashed. ``table`` is :func:`lowres_clip.pipeline.report.longtail_table`'s (columns
+    ``long_tail_ratio``, ``row``, ``method``, ``{metric}_mean`` / ``_std``); a point whose metric is
+    missing (head / medium / tail at ratio 1) is left out."""
+    for col in ("long_tail_ratio", "row", "method"):
+        if col not in table.columns:
+            raise FigureError(f"table has no column {col!r}; build it with lowres_clip.pipeline.report.longtail_table.")
+    cols = min(2, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig = new_figure(5.2 * cols, 3.6 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    ratios = sorted(set(table["long_tail_ratio"]))
+    for ax, metric in zip(axes, metrics):
+        for row, sub in table.groupby("row", sort=False):
+            sub = sub.sort_values("long_tail_ratio")
+            sub = sub[sub[f"{metric}_mean"].notna()]
+            if sub.empty:
+                continue
+            x, mean, std = sub["long_tail_ratio"].to_numpy(), sub[f"{metric}_mean"].to_numpy(float), sub[f"{metric}_std"].to_numpy(float)
+            line, = ax.plot(x, mean * scale, marker="o", ms=4, lw=1.4,
+                            ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-", label=row)
+            ax.fill_between(x, (mean - std) * scale, (mean + std) * scale, color=line.get_color(), alpha=0.12, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ratios, labels=[f"{r:g}" for r in ratios])
+        ax.set_xlabel("imbalance ratio (head / tail shots)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    fig.suptitle(title or "accuracy vs imbalance ratio", fontsize=9)
+    return fig
+
+
+def recall_vs_training_shots(frame, title: str | None = None, scale: float = 100.0) -> Figure:
+    """One panel per imbalance ratio: per-class test recall against the class's training images, a
+    line per method (``row``), references dashed. ``frame`` is
+    :func:`lowres_clip.pipeline.report.per_class_frame`'s (``row, method, long_tail_ratio, shots, recall``)."""
+    for col in ("row", "method", "long_tail_ratio", "shots", "recall"):
+        if col not in frame.columns:
+            raise FigureError(f"frame has no column {col!r}; build it with lowres_clip.pipeline.report.per_class_frame.")
+    ratios = sorted(set(frame["long_tail_ratio"]))
+    fig = new_figure(5.0 * len(ratios), 4.2)
+    axes = fig.subplots(1, len(ratios), squeeze=False).ravel()
+    for ax, ratio in zip(axes, ratios):
+        for row, sub in frame[frame["long_tail_ratio"] == ratio].groupby("row", sort=False):
+            sub = sub.sort_values("shots")
+            ax.plot(sub["shots"], sub["recall"] * scale, marker="o", ms=3, lw=1.2,
+                    ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-", label=row)
+        shots = sorted(set(frame.loc[frame["long_tail_ratio"] == ratio, "shots"]))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, labels=[str(s) for s in shots])
+        ax.set_xlabel("training images of the class")
+        ax.set_ylabel("test recall (%)")
+        ax.set_title(f"imbalance ratio {ratio:g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    fig.suptitle(title or "recall vs training shots", fontsize=9)
+    return fig
+
+
 def accuracy_vs_shots_plotly(table, metric: str = "top1", title: str | None = None, scale: float = 100.0):
     """The interactive version of :func:`accuracy_vs_shots` (hover: mean, std, n_seeds)."""
     import plotly.graph_objects as go

@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
 from .config import ConfigError
-from .spec import REPO, RECORD_FILE, RUNS_ROOT, RunSpec, distinguishing, resolve_origin
+from .spec import REPO, RECORD_FILE, RUNS_ROOT, SEED_SETTINGS, RunSpec, distinguishing, resolve_origin
 
 TRACKED_PACKAGES = (
     "torch", "torchvision", "open_clip_torch", "peft", "diffusers", "timm", "transformers",
@@ -277,37 +277,50 @@ def stale_records(records) -> list[Stale]:
 # ----------------------------------------------------------------------------- aggregation
 
 
-def records_frame(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):
-    """One row per record: its identity, a ``setting`` text naming what sets its settings apart from
-    other runs of the same method (``lora.rank=4``; ``""`` when nothing does), metrics, seconds."""
+def records_frame(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced"),
+                  ignore: Sequence[str] = ()):
+    """One row per record: its identity (``long_tail_ratio`` 1 for balanced K-shot), a ``setting``
+    text naming what sets its settings apart from other runs of the same method (``lora.rank=4``;
+    ``""`` when nothing does; settings in ``ignore`` are not named, e.g. ``long_tail_ratio`` in a table
+    with a ratio column), metrics, seconds."""
     import pandas as pd
 
     if not records:
         raise ValueError("no run records to aggregate")
     rows = [{**{k: r.identity[k] for k in ("dataset", "model_weights", "method", "shots", "seed", "variant",
                                           "group_hash", "curve_hash", "run_id")},
+             "long_tail_ratio": float(r.identity.get("long_tail_ratio") or 1.0),
              **{m: r.metrics.get(m, np.nan) for m in metrics}, "seconds": r.timings.get("total", np.nan),
              "selection": r.protocol.get("selection"), "template": r.protocol.get("template")} for r in records]
     df = pd.DataFrame(rows)
     df["setting"] = ""
+    skip = ("shots", *SEED_SETTINGS, *ignore)
     for _, idx in df.groupby(["dataset", "model_weights", "method"]).groups.items():
-        texts = distinguishing([records[i].settings for i in idx])
+        texts = distinguishing([records[i].settings for i in idx], ignore=skip)
         df.loc[idx, "setting"] = texts
     df["row"] = [m if not s else f"{m} ({s})" for m, s in zip(df["method"], df["setting"])]
     return df
 
 
-def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced")):
+def split_long_tail(records) -> tuple[list, list]:
+    """``(balanced, long_tailed)``: the records without and with an imbalance ratio
+    (``identity.long_tail_ratio``; a dataset's natural long tail, e.g. Circuits, is "balanced" here:
+    its runs have no ratio and report their groups in the main table)."""
+    balanced = [r for r in records if not r.identity.get("long_tail_ratio")]
+    return balanced, [r for r in records if r.identity.get("long_tail_ratio")]
+
+
+def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "balanced"), ignore: Sequence[str] = ()):
     """Mean and sample std over seeds of runs whose settings differ in nothing but the seed.
 
     Runs are grouped by the settings hash their records store (``group_hash``), never by parsing
     keys: a row never averages unlike runs. Returns a DataFrame with ``dataset, model_weights,
-    method, setting, row`` (the method plus what distinguishes it), ``shots, n_seeds, seeds``,
-    ``{metric}_mean`` / ``{metric}_std`` (std 0 for one seed), ``selection``, ``template``,
-    ``group_hash`` and ``curve_hash``.
+    method, setting, row`` (the method plus what distinguishes it but ``ignore``: see
+    :func:`records_frame`), ``shots, long_tail_ratio, n_seeds, seeds``, ``{metric}_mean`` /
+    ``{metric}_std`` (std 0 for one seed), ``selection``, ``template``, ``group_hash`` and ``curve_hash``.
     """
-    df = records_frame(records, metrics)
-    first = ["dataset", "model_weights", "method", "setting", "row", "shots", "variant", "curve_hash",
+    df = records_frame(records, metrics, ignore)
+    first = ["dataset", "model_weights", "method", "setting", "row", "shots", "long_tail_ratio", "variant", "curve_hash",
              "selection", "template"]
     g = df.groupby("group_hash", sort=False)
     out = g[first].first()
@@ -321,7 +334,9 @@ def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "b
 
 def format_table(df, metrics: Sequence[str] = ("top1", "balanced"), scale: float = 100.0):
     """A display table: one ``mean ± std`` string column per metric (in percent by default)."""
-    shown = df[["dataset", "model_weights", "row", "shots", "n_seeds"]].rename(columns={"row": "method"})
+    ratio = ["long_tail_ratio"] if "long_tail_ratio" in df and (df["long_tail_ratio"] != 1).any() else []
+    shown = df[["dataset", "model_weights", "row", "shots", *ratio, "n_seeds"]].rename(
+        columns={"row": "method", "long_tail_ratio": "imbalance ratio"})
     for m in metrics:
         shown[m] = [f"{a * scale:.2f} ± {b * scale:.2f}" for a, b in zip(df[f"{m}_mean"], df[f"{m}_std"])]
     return shown

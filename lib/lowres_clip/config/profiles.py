@@ -111,9 +111,12 @@ def _read_raw(p: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     base_name = raw.pop("extends")
     if not isinstance(base_name, str) or not base_name:
         raise ConfigError(f"profile {p.stem!r}: extends: expected a profile name, got {base_name!r}.")
-    if base_name in chain + (p.stem,):
-        raise ConfigError(f"profile {p.stem!r}: extends: a cycle ({' -> '.join(chain + (p.stem, base_name))}).")
-    base = _read_raw(profile_path(base_name), chain + (p.stem,))
+    base_path = profile_path(base_name)
+    here = chain + (str(p.resolve()),)
+    if str(base_path.resolve()) in here:
+        names = [Path(c).stem for c in here] + [base_path.stem]
+        raise ConfigError(f"profile {p.stem!r}: extends: a cycle ({' -> '.join(names)}).")
+    base = _read_raw(base_path, here)
     out = {k: v for k, v in base.items() if k != "description"}
     for key in ("defaults", "cluster"):
         if key in raw or key in base:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from ..datasets import GROUPS
 from ..registry import study_order
-from ..runs import aggregate, format_table, load_records, records_frame, stale_records, write_tables
+from ..runs import aggregate, format_table, load_records, records_frame, split_long_tail, stale_records, write_tables
 from ..spec import RunSpec
 
 TABLE_NAME = "results"
@@ -25,6 +25,7 @@ class ReportTables:
         figures: ``{name: Figure}`` (matplotlib; the plotly versions are written as HTML).
         paths: files written under ``figures/{dataset}/tables/``.
         stale: records the current code would not produce for the same command (printed too).
+        longtail: the long-tailed runs' aggregate (:func:`longtail_table`), ``None`` without them.
     """
 
     table: Any
@@ -33,6 +34,7 @@ class ReportTables:
     figures: dict[str, Any]
     paths: list[Path]
     stale: list = field(default_factory=list)
+    longtail: Any = None
 
 
 #: The separation numbers every run records (:func:`lowres_clip.analysis.separation.separation_metrics`)
@@ -46,10 +48,29 @@ SEPARATION = {
 }
 
 
+#: What the long-tail table reports per method and imbalance ratio (those the records have).
+LONGTAIL_METRICS = ("top1", "balanced", "top1_head", "top1_medium", "top1_tail", "collapse_top_share",
+                    "gap_matched_mean")
+#: The panels of the accuracy-vs-ratio figure.
+LONGTAIL_PANELS = ("balanced", "top1_head", "top1_medium", "top1_tail")
+
+
 def _sorted(table):
     rank = {m: i for i, m in enumerate(study_order(table["method"]))}
-    return table.sort_values(["dataset", "model_weights", "method", "setting", "shots"],
+    return table.sort_values(["dataset", "model_weights", "method", "setting", "shots", "long_tail_ratio"],
                              key=lambda col: col.map(rank) if col.name == "method" else col).reset_index(drop=True)
+
+
+def longtail_table(long_tailed, balanced=()):
+    """One row per method (plus its own settings) and imbalance ratio, mean and std over seeds of
+    :data:`LONGTAIL_METRICS`; ratio 1 is the balanced run of the same method at the same K (from
+    ``balanced``), where every class has K shots and head / medium / tail do not exist."""
+    shots = {r.identity["shots"] for r in long_tailed}
+    methods = {r.identity["method"] for r in long_tailed}
+    ones = [r for r in balanced if r.identity["shots"] in shots and r.identity["method"] in methods]
+    rows = [*long_tailed, *ones]
+    metrics = [m for m in LONGTAIL_METRICS if any(m in r.metrics for r in rows)]
+    return _sorted(aggregate(rows, metrics, ignore=("long_tail_ratio",))), metrics
 
 
 def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), records=None,
@@ -63,6 +84,9 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
     (one row per run), ``methods_by_shots.png`` (bars per method grouped by K) and, for each metric
     (and head / medium / tail groups when present), ``{metric}_vs_shots.png`` and ``.html``: one
     line per method with a band of ±1 std over seeds, zero-shot and the linear probe dashed.
+    Runs with an imbalance ratio (long-tailed few-shot) are kept out of these and reported apart
+    (:func:`longtail_table`): ``longtail.{csv,md,tex}``, ``longtail_vs_ratio.png`` and, from records
+    that store it, ``recall_vs_training_shots.png`` (:func:`per_class_frame`).
 
     Args:
         records: the records to report (default: every record of the dataset under the runs root).
@@ -75,6 +99,11 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
     if not records:
         raise FileNotFoundError(f"no finished runs of {spec.dataset!r} under {spec.runs_root}; "
                                 "run some methods first (python -m lowres_clip.study ...).")
+    records, long_tailed = split_long_tail(records)
+    lt = _longtail_outputs(spec, long_tailed, records, plotly_js) if long_tailed else None
+    if not records:  # a long-tailed study only
+        return ReportTables(lt[0], format_table(*lt[:2]), records_frame(long_tailed, lt[1]), lt[2], lt[3],
+                            stale_records(long_tailed), lt[0])
     group_metrics = [f"{m}_{g}" for m in metrics for g in GROUPS if any(f"{m}_{g}" in r.metrics for r in records)]
     all_metrics = [*metrics, *group_metrics]
     table = _sorted(aggregate(records, all_metrics))
@@ -103,8 +132,54 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
                 title=f"{spec.dataset}: {SEPARATION[m]} per method (mean ± std over seeds)")
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
-    stale = stale_records(records)
+    if lt is not None:
+        figures.update(lt[2])
+        paths += lt[3]
+    stale = stale_records(records + long_tailed)
     for s in stale:
         print(f"STALE: {s.run_id}: {s.reason} (stored settings {s.stored_hash}, current {s.current_hash}); "
               "rerun it before reading its numbers next to this code.")
-    return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale)
+    return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale,
+                        None if lt is None else lt[0])
+
+
+def _longtail_outputs(spec: RunSpec, long_tailed, balanced, plotly_js):
+    """The long-tail table (``longtail.{csv,md,tex}``) and ``longtail_vs_ratio.png``: ``(table,
+    metrics, figures, paths)``."""
+    from .. import plots
+
+    table, metrics = longtail_table(long_tailed, balanced)
+    out = spec.tables_dir
+    paths = write_tables(table, out, "longtail", metrics)
+    panels = [m for m in LONGTAIL_PANELS if m in metrics]
+    fig = plots.accuracy_vs_ratio(table, panels, title=f"{spec.dataset}: long-tailed few-shot, accuracy per "
+                                  "class group against the imbalance ratio (mean ± 1 std over seeds)")
+    paths += plots.save_figure(fig, out, "longtail_vs_ratio")
+    figures = {"longtail_vs_ratio": fig}
+    recall = per_class_frame(long_tailed)
+    if recall is not None:
+        paths += plots.save_table(recall, out, "longtail_recall_vs_shots", formats=("csv",))
+        figures["recall_vs_training_shots"] = plots.recall_vs_training_shots(
+            recall, title=f"{spec.dataset}: per-class test recall against the class's training images "
+                          "(mean over classes with those shots and over seeds)")
+        paths += plots.save_figure(figures["recall_vs_training_shots"], out, "recall_vs_training_shots")
+    return table, metrics, figures, paths
+
+
+def per_class_frame(records):
+    """Per-class recall against training images from the records' ``extra.per_class``: one row per
+    method (``row``, as in :func:`longtail_table`), ratio and training-image count, ``recall`` the mean
+    over the classes with that count and over seeds, ``n`` how many (class, seed) pairs; ``None``
+    when no record has it (records made before it was recorded)."""
+    import pandas as pd
+
+    have = [r for r in records if (r.extra.get("per_class") or {}).get("recall") is not None]
+    if not have:
+        return None
+    rows_of = dict(zip(*records_frame(have, (), ignore=("long_tail_ratio",))[["run_id", "row"]].to_numpy().T))
+    rows = [{"row": rows_of[r.run_id], "method": r.identity["method"],
+             "long_tail_ratio": float(r.identity.get("long_tail_ratio") or 1.0), "shots": n, "recall": rec}
+            for r in have for n, rec in zip(r.extra["per_class"]["shots"], r.extra["per_class"]["recall"]) if rec is not None]
+    frame = pd.DataFrame(rows)
+    return (frame.groupby(["row", "method", "long_tail_ratio", "shots"], sort=False)["recall"]
+            .agg(recall="mean", n="size").reset_index())

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import registry
 from ..datasets import ImageDataset, SplitDataset
+from ..analysis.longtail import per_class_recall
 from ..features import image_features, prepared_images
 from ..runs import Predictions, RunRecord, aggregate, load_records, pack_correct
 from ..sampling import FewShotSplit
@@ -156,6 +157,7 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
             shutil.rmtree(spec.run_dir, ignore_errors=True)
         raise
     extra["test_correct"] = pack_correct(preds.correct)  # paired statistics over test images (results/rendering.py)
+    extra["per_class"] = _per_class(split, preds)
     extra.update({"model": describe_model(bundle), "split": split.name, "train_shots": len(split.train),
                   "val_shots": len(split.val), "shots_report": split.report})
     protocol.update({"template": extra.get("templates"), "augmentation": _augmentation_protocol(spec),
@@ -163,6 +165,17 @@ def run_method(spec: RunSpec) -> tuple[RunRecord, Predictions]:
     record = RunRecord.for_run(spec, metrics, protocol=protocol, timings=timings, extra=extra)
     record.save(spec.record_path)
     return record, preds
+
+
+def _per_class(split: FewShotSplit, preds: Predictions) -> dict[str, list]:
+    """Per class (index order): the training images the run had, its test recall (``None``: no test
+    image) and how many test images it predicted as the class (the long-tail report's recall
+    against training shots, from records alone)."""
+    trained = np.bincount([s.label for s in split.train], minlength=len(preds.classnames))
+    table = per_class_recall(trained, preds.labels, preds.preds, split.groups or ["all"] * len(trained))
+    table = table.sort_values("class")
+    return {"shots": [int(v) for v in trained], "recall": [None if v != v else float(v) for v in table["recall"]],
+            "predicted": [int(v) for v in table["predicted"]]}
 
 
 def _augmentation_protocol(spec: RunSpec) -> str:

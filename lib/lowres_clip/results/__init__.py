@@ -21,7 +21,7 @@ records, and rerun any committed record to compare old and new numbers.
 from __future__ import annotations
 
 from .publishing import RECORDS_ROOT, UnloggedRecords, publish, study_logs
-from .rendering import GOAL_POINTS, README, README_SHOTS, render, replace_block, results_block
+from .rendering import GOAL_POINTS, README, README_SHOTS, longtail_block, render, replace_block, results_block
 from .reproduction import (
     BF16_TOLERANCE, COMPARED, EXACT_TOLERANCE, NOISE_FLOOR, Reproduction, noise_floor, precision_used,
     reproduce, select, tolerance_of,
@@ -33,5 +33,5 @@ __all__ = [
     "Stale", "stale_records",
     "BF16_TOLERANCE", "COMPARED", "EXACT_TOLERANCE", "GOAL_POINTS", "main", "NOISE_FLOOR", "noise_floor",
     "precision_used", "publish", "README", "README_SHOTS", "RECORDS_ROOT", "render", "replace_block",
-    "reproduce", "Reproduction", "results_block", "select", "study_logs", "tolerance_of", "UnloggedRecords",
+    "longtail_block", "reproduce", "Reproduction", "results_block", "select", "study_logs", "tolerance_of", "UnloggedRecords",
 ]
