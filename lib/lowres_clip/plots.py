@@ -366,6 +366,7 @@ def accuracy_vs_ratio(table, metrics: Sequence[str], title: str | None = None, s
     fig = new_figure(5.2 * cols, 3.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     ratios = sorted(set(table["long_tail_ratio"]))
+    style = _row_styles(table["row"])
     for ax, metric in zip(axes, metrics):
         for row, sub in table.groupby("row", sort=False):
             sub = sub.sort_values("long_tail_ratio")
@@ -373,9 +374,9 @@ def accuracy_vs_ratio(table, metrics: Sequence[str], title: str | None = None, s
             if sub.empty:
                 continue
             x, mean, std = sub["long_tail_ratio"].to_numpy(), sub[f"{metric}_mean"].to_numpy(float), sub[f"{metric}_std"].to_numpy(float)
-            line, = ax.plot(x, mean * scale, marker="o", ms=4, lw=1.4,
-                            ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-", label=row)
-            ax.fill_between(x, (mean - std) * scale, (mean + std) * scale, color=line.get_color(), alpha=0.12, lw=0)
+            ax.plot(x, mean * scale, ms=4, lw=1.4, ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-",
+                    label=row, **style[row])
+            ax.fill_between(x, (mean - std) * scale, (mean + std) * scale, color=style[row]["color"], alpha=0.12, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ratios, labels=[f"{r:g}" for r in ratios])
         ax.set_xlabel("imbalance ratio (head / tail shots)")
@@ -384,9 +385,19 @@ def accuracy_vs_ratio(table, metrics: Sequence[str], title: str | None = None, s
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title or "accuracy vs imbalance ratio", fontsize=9)
     return fig
+
+
+def _row_styles(rows) -> dict[str, dict[str, Any]]:
+    """A colour (tab20: distinct for up to 20 rows) and a marker per table row, in first-seen order,
+    so one method looks the same in every panel of a figure."""
+    from matplotlib import colormaps
+
+    colours, markers = colormaps["tab20"].colors, "osD^v<>ph*"
+    return {row: {"color": colours[(2 * i) % 20 + (i // 10) % 2], "marker": markers[i % len(markers)]}
+            for i, row in enumerate(dict.fromkeys(rows))}
 
 
 def recall_vs_training_shots(frame, title: str | None = None, scale: float = 100.0) -> Figure:
@@ -399,11 +410,12 @@ def recall_vs_training_shots(frame, title: str | None = None, scale: float = 100
     ratios = sorted(set(frame["long_tail_ratio"]))
     fig = new_figure(5.0 * len(ratios), 4.2)
     axes = fig.subplots(1, len(ratios), squeeze=False).ravel()
+    style = _row_styles(frame["row"])
     for ax, ratio in zip(axes, ratios):
         for row, sub in frame[frame["long_tail_ratio"] == ratio].groupby("row", sort=False):
             sub = sub.sort_values("shots")
-            ax.plot(sub["shots"], sub["recall"] * scale, marker="o", ms=3, lw=1.2,
-                    ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-", label=row)
+            ax.plot(sub["shots"], sub["recall"] * scale, ms=3, lw=1.2,
+                    ls="--" if registry.is_reference(sub["method"].iloc[0]) else "-", label=row, **style[row])
         shots = sorted(set(frame.loc[frame["long_tail_ratio"] == ratio, "shots"]))
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, labels=[str(s) for s in shots])
@@ -412,7 +424,7 @@ def recall_vs_training_shots(frame, title: str | None = None, scale: float = 100
         ax.set_title(f"imbalance ratio {ratio:g}", fontsize=9)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title or "recall vs training shots", fontsize=9)
     return fig
 

@@ -157,7 +157,9 @@ def _longtail_outputs(spec: RunSpec, long_tailed, balanced, plotly_js):
     paths += plots.save_figure(fig, out, "longtail_vs_ratio")
     figures = {"longtail_vs_ratio": fig}
     recall = per_class_frame(long_tailed)
-    if recall is not None:
+    if recall is not None:  # rows in the table's order: one colour per method in both figures
+        order = {row: i for i, row in enumerate(dict.fromkeys(table["row"]))}
+        recall = recall.sort_values("row", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
         paths += plots.save_table(recall, out, "longtail_recall_vs_shots", formats=("csv",))
         figures["recall_vs_training_shots"] = plots.recall_vs_training_shots(
             recall, title=f"{spec.dataset}: per-class test recall against the class's training images "
