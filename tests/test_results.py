@@ -147,7 +147,7 @@ def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_
                        "parameter_counts": {"total": 1234}} if m == "lora" else {}
             for seed, t in zip(seeds, top1):
                 records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
-                                               identity={"group_hash": f"{m}{k}", "seed": seed},
+                                               identity={"group_hash": f"{m}{k}", "seed": seed, "run_id": f"{m}{k}/{seed}"},
                                                timings={"train": 1.0, "eval": 2.0}, extra=trained,
                                                metrics={"val_top1": 0.75, "top1": t}))
 
@@ -157,7 +157,8 @@ def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_
         h = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
         return d.mean(), d.mean() - h, d.mean() + h
 
-    logs = [{"seconds": 3000, "executor": "local (2 workers)", "file": "x.json", "runs": []}]
+    logs = [{"seconds": 3000, "executor": "local (2 workers)", "file": "x.json", "runs": [r.identity["run_id"] for r in records]},
+            {"seconds": 10, "executor": "slurm", "file": "y.json", "runs": ["another/study"]}]  # made none of them: not named
     block = results.results_block("eurosat", records, pd.DataFrame(rows), logs,
                                   [], figure="figures/eurosat/tables/top1_vs_shots.png")
     assert "![test top-1 against shots" in block and "(figures/eurosat/tables/top1_vs_shots.png)" in block
@@ -176,7 +177,8 @@ def test_results_block_of_a_grid_shows_the_readme_shots_the_figure_and_computed_
     assert low < -2 < high  # the interval straddles the goal's margin: nothing is shown either way
     assert (f"* bitfit: {mean:+.2f} [{low:+.2f}, {high:+.2f}] (3 seeds) points vs the linear probe: neither reaching "
             "nor missing the goal is shown") in block
-    assert block.count("misses the goal") == 1 and "local (2 workers)" in block
+    assert block.count("misses the goal") == 1 and "local (2 workers)" in block and "Made 60 of them" in block
+    assert "y.json" not in block
     assert ("* lora: 1,234 trained parameters, last training loss 0.250, validation 50.0% before training and "
             "75.0% after") in block
 

@@ -210,12 +210,15 @@ def longtail_block(dataset: str, records, balanced, table, logs: list[dict[str, 
             for metric, words in (("top1", "top-1"), ("top1_tail", "tail top-1")):
                 cmp = compare_rows(everything, row["group_hash"], base["group_hash"], metric=metric)
                 if cmp is not None:
-                    said.append(f"{words} {cmp.cell()}: {verdict(cmp.interval())}")
+                    images = cmp.over_images if cmp.over_images is not None and cmp.interval() is not cmp.over_images else None
+                    said.append(f"{words} {cmp.cell()}" + (f" (over test images: {images.format()})" if images else "")
+                                + f": {verdict(cmp.interval())}")
             readings.append(f"* ratio {ratio:g}, {row['row']} vs {base['row']}: " + "; ".join(said))
     if readings:
         lines += ["", f"Each remedy against plain {REMEDY_BASE} at the same ratio (points, A minus B, 95 % interval: over "
-                  "seeds, or with one seed a paired bootstrap over the test images for top-1; a reading says better "
-                  "or worse only when its interval excludes 0):", ""]
+                  "seeds, or with one seed a paired bootstrap over the test images for top-1; the reading is judged by "
+                  "that interval and says better or worse only when it excludes 0; for top-1 the bootstrap over the "
+                  "test images of the same seeds is printed beside it, which leaves out the seed-to-seed spread):", ""]
         lines += readings
     return "\n".join(lines)
 
