@@ -104,6 +104,18 @@ def test_tables_never_average_runs_with_other_settings(roots):
     assert "imbalance ratio" in (smoke_spec(roots).tables_dir / "longtail.md").read_text()
 
 
+def test_a_long_tailed_study_alone_reports_its_long_tail_table(roots):
+    """No balanced run (e.g. profile cpu-longtail's own report): the long-tail table is the report."""
+    for i, ratio in enumerate((2.0, 4.0)):
+        for seed in (1, 2):
+            fake_record(smoke_spec(roots, method="lora", seed=seed, shots=2, long_tail_ratio=ratio), 0.2 * (i + 1) + 0.1 * seed)
+    report = pipeline.report_tables(smoke_spec(roots))
+    assert report.longtail is report.table and list(report.table["long_tail_ratio"]) == [2.0, 4.0]
+    assert list(report.table["top1_mean"]) == pytest.approx([0.35, 0.55]) and set(report.table["row"]) == {"lora"}
+    assert "imbalance ratio" in report.display.columns and not (smoke_spec(roots).tables_dir / "results.md").exists()
+    assert (smoke_spec(roots).tables_dir / "longtail_vs_ratio.png").is_file()
+
+
 # ----------------------------------------------------------------------------- runs
 def test_run_method_writes_record_last_with_timings(roots):
     spec = smoke_spec(roots, method="linear_probe")

@@ -100,10 +100,9 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
         raise FileNotFoundError(f"no finished runs of {spec.dataset!r} under {spec.runs_root}; "
                                 "run some methods first (python -m lowres_clip.study ...).")
     records, long_tailed = split_long_tail(records)
-    lt = _longtail_outputs(spec, long_tailed, records, plotly_js) if long_tailed else None
+    lt = _longtail_report(spec, long_tailed, records) if long_tailed else None
     if not records:  # a long-tailed study only
-        return ReportTables(lt[0], format_table(*lt[:2]), records_frame(long_tailed, lt[1]), lt[2], lt[3],
-                            stale_records(long_tailed), lt[0])
+        return lt
     group_metrics = [f"{m}_{g}" for m in metrics for g in GROUPS if any(f"{m}_{g}" in r.metrics for r in records)]
     all_metrics = [*metrics, *group_metrics]
     table = _sorted(aggregate(records, all_metrics))
@@ -133,19 +132,25 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
     if lt is not None:
-        figures.update(lt[2])
-        paths += lt[3]
-    stale = stale_records(records + long_tailed)
+        figures.update(lt.figures)
+        paths += lt.paths
+    stale = _stale(records) + ([] if lt is None else lt.stale)
+    return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale,
+                        None if lt is None else lt.longtail)
+
+
+def _stale(records) -> list:
+    """:func:`stale_records`, each printed."""
+    stale = stale_records(records)
     for s in stale:
         print(f"STALE: {s.run_id}: {s.reason} (stored settings {s.stored_hash}, current {s.current_hash}); "
               "rerun it before reading its numbers next to this code.")
-    return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale,
-                        None if lt is None else lt[0])
+    return stale
 
 
-def _longtail_outputs(spec: RunSpec, long_tailed, balanced, plotly_js):
-    """The long-tail table (``longtail.{csv,md,tex}``) and ``longtail_vs_ratio.png``: ``(table,
-    metrics, figures, paths)``."""
+def _longtail_report(spec: RunSpec, long_tailed, balanced) -> ReportTables:
+    """The long-tailed runs' part of the report (``longtail.{csv,md,tex}``, ``longtail_vs_ratio.png``,
+    ``recall_vs_training_shots.png``); its ``table`` and ``longtail`` are both the long-tail table."""
     from .. import plots
 
     table, metrics = longtail_table(long_tailed, balanced)
@@ -165,7 +170,8 @@ def _longtail_outputs(spec: RunSpec, long_tailed, balanced, plotly_js):
             recall, title=f"{spec.dataset}: per-class test recall against the class's training images "
                           "(mean over classes with those shots and over seeds)")
         paths += plots.save_figure(figures["recall_vs_training_shots"], out, "recall_vs_training_shots")
-    return table, metrics, figures, paths
+    return ReportTables(table, format_table(table, metrics), records_frame(long_tailed, metrics), figures, paths,
+                        _stale(long_tailed), table)
 
 
 def per_class_frame(records):
