@@ -134,7 +134,7 @@ def _load_profile_cached(path: str, mtime: float) -> Profile:
 
 
 def load_profile(name: str | Path | Profile) -> Profile:
-    """Load and validate a profile by name (``paper``, ``cpu``, ``smoke``) or YAML path."""
+    """Load and validate a profile by name (``paper``, ``cpu``, ``cpu-longtail``, ``smoke``) or YAML path."""
     if isinstance(name, Profile):
         return name
     p = profile_path(name)

@@ -67,7 +67,7 @@ def _cluster_arguments(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m lowres_clip.study``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m lowres_clip.study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu", help="profile name (paper, cpu, smoke) or YAML path")
+    parser.add_argument("--profile", default="cpu", help="profile name (paper, cpu, cpu-longtail, smoke) or YAML path")
     parser.add_argument("--dataset", required=True, help="eurosat, circuits or imagefolder:<path> (any profile)")
     parser.add_argument("--data-root", default=None, help="dataset folder (default: $LOWRES_CLIP_DATA or ../shared/data)")
     parser.add_argument("--force", action="store_true", help="rerun finished runs too")
