@@ -393,8 +393,6 @@ def accuracy_vs_ratio(table, metrics: Sequence[str], title: str | None = None, s
 def _row_styles(rows) -> dict[str, dict[str, Any]]:
     """A colour (tab20: distinct for up to 20 rows) and a marker per table row, in first-seen order,
     so one method looks the same in every panel of a figure."""
-    from matplotlib import colormaps
-
     colours, markers = colormaps["tab20"].colors, "osD^v<>ph*"
     return {row: {"color": colours[(2 * i) % 20 + (i // 10) % 2], "marker": markers[i % len(markers)]}
             for i, row in enumerate(dict.fromkeys(rows))}
