@@ -32,7 +32,9 @@ def test_cheap_committed_runs_reproduce(shared_data, tmp_path):
     chosen = results.select(balanced, CHEAP, shots=[16], seeds=[1])
     assert {r.identity["method"] for r in chosen} == set(CHEAP), "the committed study lacks a cheap run"
     # the long-tailed grid's linear probes too (seconds each): its few-shot draws are reproduced
-    chosen += results.select(long_tailed, ["linear_probe"], seeds=[1])
+    lt_probes = results.select(long_tailed, ["linear_probe"], seeds=[1])
+    assert lt_probes, "the committed long-tailed grid lacks its linear probes"
+    chosen += lt_probes
     reps = results.reproduce(chosen, tmp_path)
     bad = [r.line() for r in reps if not r.ok]
     assert not bad, "committed numbers not reproduced:\n" + "\n".join(bad)

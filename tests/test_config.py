@@ -176,6 +176,11 @@ def test_a_profile_extends_another(tmp_path):
     assert (cfg.image_size, cfg.train.lr, cfg.train.batch_size) == (96, 0.25, 8)  # merged, the child's value wins
     assert prof.cluster == {"workers": 3} and prof.grid.shots == [4] and prof.grid.methods == ["bitfit"]
     assert prof.grid.failure_pairs == []  # the grid is the child's as a whole
+    import os  # an edit to the base reloads the profile that extends it (the cache is keyed on both)
+
+    write_profile(tmp_path, {**base, "defaults": {**base["defaults"], "image_size": 64}}, "base")
+    os.utime(tmp_path / "base.yaml", (1e9, 2e9))
+    assert load_profile(child).config().image_size == 64
     keep = write_profile(tmp_path, {"extends": str(tmp_path / "base.yaml")}, "keep")
     assert load_profile(keep).grid.methods == ["zero_shot", "lora"]  # no grid: the base's
     for raw, fragment in [({"extends": str(tmp_path / "loop.yaml")}, "cycle"), ({"extends": "nonesuch"}, "unknown profile"),

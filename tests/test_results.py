@@ -211,6 +211,8 @@ def test_long_tailed_records_get_their_own_block_and_figure(study):
     assert "(longtail_vs_ratio.png)" not in longtail and "figures/eurosat/tables/longtail_vs_ratio.png)" in longtail
     assert (tmp / "figures" / "eurosat" / "tables" / "longtail_vs_ratio.png").is_file()
     assert (tmp / "figures" / "eurosat" / "tables" / "recall_vs_training_shots.png").is_file()
+    assert (tmp / "figures" / "eurosat" / "tables" / "longtail_gap_matched_mean_by_method.png").is_file()  # gap per method
+    assert "| lora+la " in (tmp / "figures" / "eurosat" / "tables" / "longtail_separation.md").read_text()
     # each record's per-class numbers, recomputed from its saved predictions and split
     import numpy as np
 
@@ -249,7 +251,7 @@ def test_longtail_block_judges_each_remedy_by_its_interval():
             records.append(SimpleNamespace(commit="abc1234567", created=0.0, machine={"cpu": "X", "cores": 2},
                                            identity={"group_hash": g, "seed": seed, "run_id": f"{g}/{seed}"},
                                            metrics={"top1": t, "top1_tail": tt}, extra={}))
-        rows.append({"long_tail_ratio": float(ratio), "shots": 16, "method": m, "row": m, "group_hash": g, "n_seeds": 3,
+        rows.append({"long_tail_ratio": float(ratio), "shots": 16, "method": m, "setting": "", "row": m, "group_hash": g, "n_seeds": 3,
                      "balanced_mean": np.mean(vals), "balanced_std": np.std(vals, ddof=1),
                      "top1_tail_mean": np.mean(tail[(m, ratio)]), "top1_tail_std": np.std(tail[(m, ratio)], ddof=1)})
 

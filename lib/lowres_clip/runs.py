@@ -319,7 +319,11 @@ def aggregate(records: Sequence[RunRecord], metrics: Sequence[str] = ("top1", "b
     :func:`records_frame`), ``shots, long_tail_ratio, n_seeds, seeds``, ``{metric}_mean`` /
     ``{metric}_std`` (std 0 for one seed), ``selection``, ``template``, ``group_hash`` and ``curve_hash``.
     """
-    df = records_frame(records, metrics, ignore)
+    return aggregate_frame(records_frame(records, metrics, ignore), metrics)
+
+
+def aggregate_frame(df, metrics: Sequence[str] = ("top1", "balanced")):
+    """:func:`aggregate` of a :func:`records_frame` already built (one frame for a table and its runs)."""
     first = ["dataset", "model_weights", "method", "setting", "row", "shots", "long_tail_ratio", "variant", "curve_hash",
              "selection", "template"]
     g = df.groupby("group_hash", sort=False)

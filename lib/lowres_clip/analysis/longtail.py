@@ -40,18 +40,18 @@ def _check(shots, labels, preds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, y, p
 
 
-def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str],
+def per_class_recall(shots: Sequence[int], labels, preds, groups: Sequence[str] | None = None,
                      classnames: Sequence[str] | None = None) -> pd.DataFrame:
     """Recall of every class against its training shots.
 
     Columns: ``class`` (index), ``name`` (when ``classnames`` is given), ``shots``, ``group``
-    (``groups``, else :func:`shot_groups`), ``support`` (test images), ``correct``, ``recall``
+    (``groups``; ``""`` for every class without them, e.g. a balanced run), ``support`` (test images), ``correct``, ``recall``
     (NaN for classes without test images), ``predicted`` (test images predicted as the class).
     Rows sorted by shots, most first (ties: class index).
     """
     s, y, p = _check(shots, labels, preds)
     c = s.size
-    g = list(groups)
+    g = [""] * c if groups is None else list(groups)
     if len(g) != c:
         raise LongTailInputError(f"groups must have one entry per class ({c}), got {len(g)}")
     support = np.bincount(y, minlength=c)

@@ -128,9 +128,32 @@ def _read_raw(p: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=32)
-def _load_profile_cached(path: str, mtime: float) -> Profile:
+def _load_profile_cached(path: str, mtimes: tuple[float, ...]) -> Profile:
+    """The parsed profile; ``mtimes`` (of the file and the profiles it extends) key the cache, so an
+    edit to any of them reloads it."""
     p = Path(path)
     return parse_profile(_read_raw(p), p.stem, p)
+
+
+@functools.lru_cache(maxsize=64)
+def _extends(path: str, mtime: float) -> Path | None:
+    """The file a profile file extends (``None``: none, or unreadable: parsing says why)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return profile_path(raw["extends"]) if isinstance(raw, Mapping) and isinstance(raw.get("extends"), str) else None
+    except (yaml.YAMLError, ConfigError):
+        return None
+
+
+def _chain_mtimes(p: Path) -> tuple[float, ...]:
+    """The modification times of ``p`` and of every profile it extends, in order (a cycle stops it)."""
+    seen, out = set(), []
+    while p is not None and str(p.resolve()) not in seen:
+        seen.add(str(p.resolve()))
+        mtime = p.stat().st_mtime
+        out.append(mtime)
+        p = _extends(str(p.resolve()), mtime)
+    return tuple(out)
 
 
 def load_profile(name: str | Path | Profile) -> Profile:
@@ -138,9 +161,7 @@ def load_profile(name: str | Path | Profile) -> Profile:
     if isinstance(name, Profile):
         return name
     p = profile_path(name)
-    # the newest of the file and the shipped profiles: a change to a profile it extends reloads it too
-    mtime = max([p.stat().st_mtime] + [q.stat().st_mtime for q in PROFILES_DIR.glob("*.yaml")])
-    prof = _load_profile_cached(str(p.resolve()), mtime)
+    prof = _load_profile_cached(str(p.resolve()), _chain_mtimes(p))
     return dataclasses.replace(prof, defaults=dict(prof.defaults), grid=dataclasses.replace(prof.grid))
 
 

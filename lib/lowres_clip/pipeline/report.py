@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from ..datasets import GROUPS
 from ..registry import study_order
-from ..runs import aggregate, format_table, load_records, records_frame, split_long_tail, stale_records, write_tables
+from ..runs import aggregate_frame, format_table, load_records, records_frame, split_long_tail, stale_records, write_tables
 from ..spec import RunSpec
 
 TABLE_NAME = "results"
@@ -51,6 +51,8 @@ SEPARATION = {
 #: What the long-tail table reports per method and imbalance ratio (those the records have).
 LONGTAIL_METRICS = ("top1", "balanced", "top1_head", "top1_medium", "top1_tail", "collapse_top_share",
                     "gap_matched_mean")
+#: Settings the long-tail rows do not name (the table has a ratio column).
+LONGTAIL_IGNORE = ("long_tail_ratio",)
 #: The panels of the accuracy-vs-ratio figure.
 LONGTAIL_PANELS = ("balanced", "top1_head", "top1_medium", "top1_tail")
 
@@ -64,13 +66,15 @@ def _sorted(table):
 def longtail_table(long_tailed, balanced=()):
     """One row per method (plus its own settings) and imbalance ratio, mean and std over seeds of
     :data:`LONGTAIL_METRICS`; ratio 1 is the balanced run of the same method at the same K (from
-    ``balanced``), where every class has K shots and head / medium / tail do not exist."""
+    ``balanced``), where every class has K shots and head / medium / tail do not exist.
+    ``(table, metrics, runs)``: ``runs`` the per-run frame of the long-tailed runs, with the table's row names."""
     shots = {r.identity["shots"] for r in long_tailed}
     methods = {r.identity["method"] for r in long_tailed}
     ones = [r for r in balanced if r.identity["shots"] in shots and r.identity["method"] in methods]
     rows = [*long_tailed, *ones]
     metrics = [m for m in LONGTAIL_METRICS if any(m in r.metrics for r in rows)]
-    return _sorted(aggregate(rows, metrics, ignore=("long_tail_ratio",))), metrics
+    frame = records_frame(rows, metrics, ignore=LONGTAIL_IGNORE)
+    return _sorted(aggregate_frame(frame, metrics)), metrics, frame[frame["long_tail_ratio"] != 1].reset_index(drop=True)
 
 
 def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), records=None,
@@ -105,10 +109,10 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
         return lt
     group_metrics = [f"{m}_{g}" for m in metrics for g in GROUPS if any(f"{m}_{g}" in r.metrics for r in records)]
     all_metrics = [*metrics, *group_metrics]
-    table = _sorted(aggregate(records, all_metrics))
+    runs = records_frame(records, all_metrics)
+    table = _sorted(aggregate_frame(runs, all_metrics))
     out = spec.tables_dir
     paths = write_tables(table, out, TABLE_NAME, metrics)
-    runs = records_frame(records, all_metrics)
     paths += plots.save_table(runs, out, "runs", formats=("csv",))
     order = study_order(runs["method"])
     row_order = [r for m in order for r in dict.fromkeys(runs.loc[runs["method"] == m, "row"])]
@@ -120,15 +124,7 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
         figures[f"{m}_vs_shots"] = plots.accuracy_vs_shots(table, m, title=title)
         paths += plots.save_figure(plots.accuracy_vs_shots_plotly(table, m, title=title), out, f"{m}_vs_shots",
                                    plotly_js=plotly_js)
-    separation = [m for m in SEPARATION if any(m in r.metrics for r in records)]
-    if separation:  # every run's separability, modality gap and collapse (analysis.separation)
-        with_sep = [r for r in records if all(m in r.metrics for m in separation)]
-        paths += write_tables(_sorted(aggregate(with_sep, separation)), out, "separation", separation)
-        sep_runs = records_frame(with_sep, separation)
-        for m in separation:
-            figures[f"{m}_by_method"] = plots.compare_methods(
-                sep_runs, value=m, method="row", hue="shots", order=[r for r in row_order if r in set(sep_runs["row"])],
-                title=f"{spec.dataset}: {SEPARATION[m]} per method (mean ± std over seeds)")
+    paths += _separation(spec, records, row_order, "shots", "", figures)
     for name, fig in figures.items():
         paths += plots.save_figure(fig, out, name)
     if lt is not None:
@@ -137,6 +133,25 @@ def report_tables(spec: RunSpec, metrics: Sequence[str] = ("top1", "balanced"), 
     stale = _stale(records) + ([] if lt is None else lt.stale)
     return ReportTables(table, format_table(table, metrics), runs, figures, paths, stale,
                         None if lt is None else lt.longtail)
+
+
+def _separation(spec: RunSpec, records, row_order: Sequence[str], hue: str, prefix: str, figures: dict[str, Any],
+                ignore: Sequence[str] = ()) -> list[Path]:
+    """Every run's separability, modality gap and collapse (:data:`SEPARATION`, from the records that
+    have them): ``{prefix}separation.{csv,md,tex}`` written, one bar chart per number and method
+    (bars per ``hue``: K, or the imbalance ratio) added to ``figures`` as ``{prefix}{number}_by_method``."""
+    from .. import plots
+
+    separation = [m for m in SEPARATION if any(m in r.metrics for r in records)]
+    if not separation:
+        return []
+    sep_runs = records_frame([r for r in records if all(m in r.metrics for m in separation)], separation, ignore)
+    paths = write_tables(_sorted(aggregate_frame(sep_runs, separation)), spec.tables_dir, f"{prefix}separation", separation)
+    for m in separation:
+        figures[f"{prefix}{m}_by_method"] = plots.compare_methods(
+            sep_runs, value=m, method="row", hue=hue, order=[r for r in row_order if r in set(sep_runs["row"])],
+            title=f"{spec.dataset}: {SEPARATION[m]} per method (mean ± std over seeds)")
+    return paths
 
 
 def _stale(records) -> list:
@@ -153,41 +168,42 @@ def _longtail_report(spec: RunSpec, long_tailed, balanced) -> ReportTables:
     ``recall_vs_training_shots.png``); its ``table`` and ``longtail`` are both the long-tail table."""
     from .. import plots
 
-    table, metrics = longtail_table(long_tailed, balanced)
+    table, metrics, runs = longtail_table(long_tailed, balanced)
     out = spec.tables_dir
     paths = write_tables(table, out, "longtail", metrics)
     panels = [m for m in LONGTAIL_PANELS if m in metrics]
-    fig = plots.accuracy_vs_ratio(table, panels, title=f"{spec.dataset}: long-tailed few-shot, accuracy per "
-                                  "class group against the imbalance ratio (mean ± 1 std over seeds)")
-    paths += plots.save_figure(fig, out, "longtail_vs_ratio")
-    figures = {"longtail_vs_ratio": fig}
-    recall = per_class_frame(long_tailed)
-    if recall is not None:  # rows in the table's order: one colour per method in both figures
-        order = {row: i for i, row in enumerate(dict.fromkeys(table["row"]))}
-        recall = recall.sort_values("row", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+    figures = {"longtail_vs_ratio": plots.accuracy_vs_ratio(
+        table, panels, title=f"{spec.dataset}: long-tailed few-shot, accuracy per class group against the "
+                             "imbalance ratio (mean ± 1 std over seeds)")}
+    row_order = list(dict.fromkeys(table["row"]))  # one colour per method in every long-tail figure
+    recall = per_class_frame(long_tailed, runs, row_order)
+    if recall is not None:
         paths += plots.save_table(recall, out, "longtail_recall_vs_shots", formats=("csv",))
         figures["recall_vs_training_shots"] = plots.recall_vs_training_shots(
             recall, title=f"{spec.dataset}: per-class test recall against the class's training images "
                           "(mean over classes with those shots and over seeds)")
-        paths += plots.save_figure(figures["recall_vs_training_shots"], out, "recall_vs_training_shots")
-    return ReportTables(table, format_table(table, metrics), records_frame(long_tailed, metrics), figures, paths,
-                        _stale(long_tailed), table)
+    paths += _separation(spec, long_tailed, row_order, "long_tail_ratio", "longtail_", figures, LONGTAIL_IGNORE)
+    for name, fig in figures.items():
+        paths += plots.save_figure(fig, out, name)
+    return ReportTables(table, format_table(table, metrics), runs, figures, paths, _stale(long_tailed), table)
 
 
-def per_class_frame(records):
+def per_class_frame(records, runs, row_order: Sequence[str] = ()):
     """Per-class recall against training images from the records' ``extra.per_class``: one row per
-    method (``row``, as in :func:`longtail_table`), ratio and training-image count, ``recall`` the mean
-    over the classes with that count and over seeds, ``n`` how many (class, seed) pairs; ``None``
-    when no record has it (records made before it was recorded)."""
+    table row, ratio and training-image count (``runs``: the per-run frame naming each run's ``row``
+    and ``long_tail_ratio``; rows in ``row_order`` first), ``recall`` the mean over the classes with
+    that count and over seeds, ``n`` how many (class, seed) pairs; ``None`` when no record has it
+    (records made before it was recorded)."""
     import pandas as pd
 
-    have = [r for r in records if (r.extra.get("per_class") or {}).get("recall") is not None]
-    if not have:
+    per_class = {r.run_id: r.extra.get("per_class") for r in records if (r.extra.get("per_class") or {}).get("recall")}
+    rank = {row: i for i, row in enumerate(row_order)}
+    have = runs[runs["run_id"].isin(per_class)]
+    if have.empty:
         return None
-    rows_of = dict(zip(*records_frame(have, (), ignore=("long_tail_ratio",))[["run_id", "row"]].to_numpy().T))
-    rows = [{"row": rows_of[r.run_id], "method": r.identity["method"],
-             "long_tail_ratio": float(r.identity.get("long_tail_ratio") or 1.0), "shots": n, "recall": rec}
-            for r in have for n, rec in zip(r.extra["per_class"]["shots"], r.extra["per_class"]["recall"]) if rec is not None]
-    frame = pd.DataFrame(rows)
-    return (frame.groupby(["row", "method", "long_tail_ratio", "shots"], sort=False)["recall"]
+    have = have.sort_values("row", key=lambda c: c.map(lambda row: rank.get(row, len(rank))), kind="stable")
+    rows = [{"row": run.row, "method": run.method, "long_tail_ratio": run.long_tail_ratio, "shots": n, "recall": rec}
+            for run in have.itertuples()
+            for n, rec in zip(per_class[run.run_id]["shots"], per_class[run.run_id]["recall"]) if rec is not None]
+    return (pd.DataFrame(rows).groupby(["row", "method", "long_tail_ratio", "shots"], sort=False)["recall"]
             .agg(recall="mean", n="size").reset_index())

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import registry
-from ..datasets import ImageDataset, SplitDataset
 from ..analysis.longtail import per_class_recall
+from ..datasets import ImageDataset, SplitDataset
 from ..features import image_features, prepared_images
 from ..runs import Predictions, RunRecord, aggregate, load_records, pack_correct
 from ..sampling import FewShotSplit
@@ -172,7 +172,7 @@ def _per_class(split: FewShotSplit, preds: Predictions) -> dict[str, list]:
     image) and how many test images it predicted as the class (the long-tail report's recall
     against training shots, from records alone)."""
     trained = np.bincount([s.label for s in split.train], minlength=len(preds.classnames))
-    table = per_class_recall(trained, preds.labels, preds.preds, split.groups or ["all"] * len(trained))
+    table = per_class_recall(trained, preds.labels, preds.preds, split.groups)
     table = table.sort_values("class")
     return {"shots": [int(v) for v in trained], "recall": [None if v != v else float(v) for v in table["recall"]],
             "predicted": [int(v) for v in table["predicted"]]}

@@ -21,8 +21,11 @@ GOAL_POINTS = 2.0  # "within 2 points of the linear probe"
 README_SHOTS = (1, 4, 16)  # the README's table shows these K (all K: figures/{dataset}/tables/results.md)
 
 
-def _pct(mean: float, std: float, n: int) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+def _pct(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` (the mean alone for one seed; ``-`` when missing), in percent by default."""
+    if mean is None or mean != mean:
+        return "-"
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
 
 
 def results_block(dataset: str, records, table, logs: list[dict[str, Any]], stale: list[Stale],
@@ -145,20 +148,15 @@ def _provenance(dataset: str, records, logs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-#: The remedies' reference row in the long-tail block: the trained method they are combined with.
-REMEDY_BASE = registry.TRAINED_BASELINE
-
-
 def longtail_block(dataset: str, records, balanced, table, logs: list[dict[str, Any]], figure: str | None = None) -> str:
     """The README's long-tail block (Markdown): per imbalance ratio and method, balanced and head /
     medium / tail accuracy, prediction collapse and the modality gap (mean over seeds ± std), then
-    every remedy against the plain trained method it is combined with (``lora+la`` against
-    ``lora``), paired over seeds (one seed: a bootstrap over the test images), with its reading.
+    every remedy row against the same method without its remedies at the same ratio (``lora+la``
+    against ``lora``), paired over seeds (one seed: a bootstrap over the test images), with its reading.
 
     ``records`` are the long-tailed records, ``balanced`` the balanced ones the table's ratio-1 rows
     come from, ``table`` :func:`lowres_clip.pipeline.report.longtail_table`'s aggregate."""
-    used = {g for g in table["group_hash"]}
-    ones = [r for r in balanced if r.identity["group_hash"] in used]
+    ones = [r for r in balanced if r.identity["group_hash"] in set(table["group_hash"])]
     lines = _provenance(dataset, records, logs)
     if ones:
         lines.append(f"Ratio 1 is the balanced grid's K={sorted({r.identity['shots'] for r in ones})[-1]} "
@@ -174,16 +172,14 @@ def longtail_block(dataset: str, records, balanced, table, logs: list[dict[str, 
               "Mean ± std over seeds:", "", head, "|" + "---|" * (head.count("|") - 1)]
 
     def cell(row, metric: str, scale: float = 100.0, digits: int = 2) -> str:
-        mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
-        if mean is None or mean != mean:
-            return "-"
-        return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if row["n_seeds"] > 1 else "")
+        return _pct(row.get(f"{metric}_mean"), row.get(f"{metric}_std"), row["n_seeds"], scale, digits)
 
     for _, row in table.sort_values("long_tail_ratio", kind="stable").iterrows():
         lines.append(f"| {row['long_tail_ratio']:g} | {row['row']} | {cell(row, 'balanced')} | {cell(row, 'top1_head')} | "
                      f"{cell(row, 'top1_medium')} | {cell(row, 'top1_tail')} | {cell(row, 'collapse_top_share')} | "
                      f"{cell(row, 'gap_matched_mean', 1.0, 3)} | {row['n_seeds']} |")
-    facts = []
+    everything = [*records, *ones]
+    facts, readings = [], []
     for ratio, at in table[table["long_tail_ratio"] > 1].groupby("long_tail_ratio", sort=True):
         best = at.sort_values("balanced_mean", ascending=False).iloc[0]
         line = f"* ratio {ratio:g}: best balanced accuracy {best['row']} {cell(best, 'balanced')}"
@@ -192,20 +188,11 @@ def longtail_block(dataset: str, records, balanced, table, logs: list[dict[str, 
                     if row["top1_head_mean"] == row["top1_head_mean"] and row["top1_tail_mean"] == row["top1_tail_mean"]]
             line += "; head minus tail top-1 (points): " + ", ".join(gaps)
         facts.append(line)
-    if facts:
-        lines += ["", "Computed from the table:", "", *facts]
-    everything = [*records, *ones]
-    readings = []
-    for ratio, at in table[table["long_tail_ratio"] > 1].groupby("long_tail_ratio", sort=True):
-        base = at[at["method"] == REMEDY_BASE]
-        if base.empty:
-            continue
-        base = base.iloc[0]
         for _, row in at.iterrows():
-            label = registry.parse_label(row["method"])
-            if label.augmented or [p for p in label.parts if not registry.is_remedy(p)] != [REMEDY_BASE] \
-                    or len(label.parts) == 1:
-                continue  # only REMEDY_BASE + remedies
+            base = at[(at["method"] == _without_remedies(row["method"])) & (at["setting"] == row["setting"])]
+            if row["method"] == _without_remedies(row["method"]) or base.empty:
+                continue  # not a remedy row, or its method has no row of its own here
+            base = base.iloc[0]
             said = []
             for metric, words in (("top1", "top-1"), ("top1_tail", "tail top-1")):
                 cmp = compare_rows(everything, row["group_hash"], base["group_hash"], metric=metric)
@@ -214,13 +201,23 @@ def longtail_block(dataset: str, records, balanced, table, logs: list[dict[str, 
                     said.append(f"{words} {cmp.cell()}" + (f" (over test images: {images.format()})" if images else "")
                                 + f": {verdict(cmp.interval())}")
             readings.append(f"* ratio {ratio:g}, {row['row']} vs {base['row']}: " + "; ".join(said))
+    if facts:
+        lines += ["", "Computed from the table:", "", *facts]
     if readings:
-        lines += ["", f"Each remedy against plain {REMEDY_BASE} at the same ratio (points, A minus B, 95 % interval: over "
-                  "seeds, or with one seed a paired bootstrap over the test images for top-1; the reading is judged by "
-                  "that interval and says better or worse only when it excludes 0; for top-1 the bootstrap over the "
-                  "test images of the same seeds is printed beside it, which leaves out the seed-to-seed spread):", ""]
+        lines += ["", "Each remedy against the same method without it, at the same ratio (points, A minus B, 95 % "
+                  "interval: over seeds, or with one seed a paired bootstrap over the test images for top-1; the reading "
+                  "is judged by that interval and says better or worse only when it excludes 0; for top-1 the bootstrap "
+                  "over the test images of the same seeds is printed beside it, which leaves out the seed-to-seed spread):", ""]
         lines += readings
     return "\n".join(lines)
+
+
+def _without_remedies(method: str) -> str:
+    """A method label less its long-tail remedies (``lora+la`` -> ``lora``; augmented labels as they are)."""
+    label = registry.parse_label(method)
+    if label.augmented:
+        return method
+    return "+".join(p for p in label.parts if not registry.is_remedy(p)) or method
 
 
 def _training_facts(records) -> dict[str, float]:
